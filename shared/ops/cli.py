@@ -1,0 +1,84 @@
+"""Command line of the project: ``therapy-db migrate`` and ``therapy-db up``.
+
+``up`` brings the suite up locally: the database (``DATABASE_URL`` when set,
+otherwise a local cluster under ``.local/pg`` that it starts itself), every
+migration and policy applied, and the connection URL printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from shared.ops.localpg import ClusterError, LocalCluster
+from shared.ops.migrate import REPO_ROOT, MigrationError, migrate
+
+LOCAL_DIR = REPO_ROOT / ".local" / "pg"
+
+
+def _database_url(args: argparse.Namespace) -> tuple[str, LocalCluster | None]:
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if url:
+        return url, None
+    cluster = LocalCluster(Path(args.local_dir))
+    cluster.init()
+    cluster.start()
+    return cluster.url(), cluster
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    url, _ = _database_url(args)
+    applied = migrate(url)
+    print(f"{len(applied)} migration(s) applied; the database is up to date.")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    url, cluster = _database_url(args)
+    migrate(url, log=lambda line: print(line, file=sys.stderr))
+    if cluster:
+        print(f"PostgreSQL ({cluster.binaries.source}, pg_cron {'on' if cluster.has_pg_cron else 'off'}) "
+              f"data in {cluster.directory}", file=sys.stderr)
+    print(f"DATABASE_URL={url}", flush=True)
+    if args.detach:
+        return 0
+    print("Ready. Ctrl-C stops it.", file=sys.stderr, flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        if cluster:
+            cluster.stop()
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    cluster = LocalCluster(Path(args.local_dir))
+    cluster.stop()
+    print("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="therapy-db", description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="migrate this database instead of DATABASE_URL / the local one")
+    parser.add_argument("--local-dir", default=str(LOCAL_DIR), help="where the local cluster lives")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply sql/ then policies/ (skipping what already ran)").set_defaults(
+        func=cmd_migrate)
+    up = sub.add_parser("up", help="start the local database, migrate it, print its URL and wait")
+    up.add_argument("--detach", action="store_true", help="leave it running and return")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop the local database").set_defaults(func=cmd_down)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (MigrationError, ClusterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
