@@ -66,8 +66,10 @@ $$;
 grant execute on function private.is_admin() to anon, authenticated, service_role;
 
 /**
- * Guards `profiles.role` and `profiles.id`. Column grants already keep users off
- * `role`; this holds even where grants are broader (a Supabase default grant).
+ * Guards `profiles.role` and `profiles.id`. Signed-in users (admins included)
+ * never change a role through the API: roles change through the service, by an
+ * operator. Column grants already keep `role` out of reach; this holds even
+ * where grants are broader (Supabase's default grants to the API roles).
  */
 create or replace function private.guard_profile_update() returns trigger
   language plpgsql
@@ -77,10 +79,8 @@ begin
   if new.id is distinct from old.id then
     raise exception 'A profile''s id cannot be changed.' using errcode = '42501';
   end if;
-  if new.role is distinct from old.role
-     and current_user in ('anon', 'authenticated')
-     and not (private.is_admin() and old.id is distinct from auth.uid()) then
-    raise exception 'Only an administrator can change a user''s role.' using errcode = '42501';
+  if new.role is distinct from old.role and current_user in ('anon', 'authenticated') then
+    raise exception 'A user''s role cannot be changed through the API.' using errcode = '42501';
   end if;
   return new;
 end

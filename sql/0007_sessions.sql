@@ -44,7 +44,8 @@ create table public.sessions (
   constraint sessions_time_check check (ends_at > starts_at),
   constraint sessions_parties_check check (specialist_id <> client_id),
   constraint sessions_cancellation_check check ((status = 'cancelled') = (cancelled_at is not null)),
-  constraint sessions_occurrence_check check ((recurring_booking_id is null) = (occurrence_date is null)),
+  -- A dispatcher-made session knows its occurrence; it keeps it if the recurrence is deleted.
+  constraint sessions_occurrence_check check (recurring_booking_id is null or occurrence_date is not null),
   constraint sessions_recurring_occurrence_key unique (recurring_booking_id, occurrence_date),
   constraint sessions_no_specialist_overlap exclude using gist (
     specialist_id with =,

@@ -1,0 +1,28 @@
+/**
+ * sessions: a client reads their own, a specialist reads their own, an admin
+ * reads all. Frontends never write sessions: booking goes through the
+ * booking-create function, cancelling through the functions or an insert into
+ * booking_cancellations.
+ */
+
+alter table public.sessions enable row level security;
+
+revoke all on table public.sessions from public, anon, authenticated;
+grant select on table public.sessions to authenticated;
+grant select, insert, update on table public.sessions to service_role;
+
+create policy "Clients can read their own sessions"
+  on public.sessions for select to authenticated
+  using (client_id = (select auth.uid()));
+
+create policy "Specialists can read their own sessions"
+  on public.sessions for select to authenticated
+  using (specialist_id = (select auth.uid()));
+
+create policy "Admins can read every session"
+  on public.sessions for select to authenticated
+  using ((select private.is_admin()));
+
+-- The read model over sessions (sql/0010_access_helpers.sql); it runs with the caller's rights.
+revoke all on table public.upcoming_sessions from public, anon, authenticated;
+grant select on table public.upcoming_sessions to authenticated, service_role;

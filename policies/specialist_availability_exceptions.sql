@@ -1,0 +1,52 @@
+/**
+ * specialist_availability_exceptions: a specialist manages their own; admins
+ * manage all. Other users see when a specialist is away through
+ * public.specialist_time_off, which leaves out the reason (sick leave is health
+ * information about the specialist).
+ */
+
+alter table public.specialist_availability_exceptions enable row level security;
+
+revoke all on table public.specialist_availability_exceptions from public, anon, authenticated;
+grant select, delete on table public.specialist_availability_exceptions to authenticated;
+grant insert (specialist_id, exception_date, is_available, reason, all_day, start_time, end_time),
+      update (exception_date, is_available, reason, all_day, start_time, end_time)
+  on table public.specialist_availability_exceptions to authenticated;
+grant select, insert, update, delete on table public.specialist_availability_exceptions to service_role;
+
+create policy "Specialists can read their own exceptions"
+  on public.specialist_availability_exceptions for select to authenticated
+  using (specialist_id = (select auth.uid()));
+
+create policy "Admins can read every exception"
+  on public.specialist_availability_exceptions for select to authenticated
+  using ((select private.is_admin()));
+
+create policy "Specialists can add their own exceptions"
+  on public.specialist_availability_exceptions for insert to authenticated
+  with check (specialist_id = (select auth.uid()) and (select private.is_specialist()));
+
+create policy "Specialists can update their own exceptions"
+  on public.specialist_availability_exceptions for update to authenticated
+  using (specialist_id = (select auth.uid()))
+  with check (specialist_id = (select auth.uid()));
+
+create policy "Specialists can delete their own exceptions"
+  on public.specialist_availability_exceptions for delete to authenticated
+  using (specialist_id = (select auth.uid()));
+
+create policy "Admins can add exceptions"
+  on public.specialist_availability_exceptions for insert to authenticated
+  with check ((select private.is_admin()) and private.is_specialist_profile(specialist_id));
+
+create policy "Admins can update every exception"
+  on public.specialist_availability_exceptions for update to authenticated
+  using ((select private.is_admin()))
+  with check ((select private.is_admin()));
+
+create policy "Admins can delete every exception"
+  on public.specialist_availability_exceptions for delete to authenticated
+  using ((select private.is_admin()));
+
+revoke all on table public.specialist_time_off from public, anon, authenticated;
+grant select on table public.specialist_time_off to authenticated, service_role;
