@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -36,18 +35,35 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+LOCAL_DEFAULTS = {
+    # Local development only: fixed, public values so a fresh checkout runs at once.
+    "SUPABASE_JWT_SECRET": "local-development-jwt-secret-not-for-production-use",
+    "CANCELLATION_LINK_SECRET": "local-development-link-secret-not-for-production-use",
+}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     url, cluster = _database_url(args)
     migrate(url, log=lambda line: print(line, file=sys.stderr))
     if cluster:
         print(f"PostgreSQL ({cluster.binaries.source}, pg_cron {'on' if cluster.has_pg_cron else 'off'}) "
               f"data in {cluster.directory}", file=sys.stderr)
+    functions_url = f"http://127.0.0.1:{args.port}/functions/v1"
     print(f"DATABASE_URL={url}", flush=True)
     if args.detach:
         return 0
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("PUBLIC_FUNCTIONS_URL", functions_url)
+    for name, value in LOCAL_DEFAULTS.items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+            print(f"{name} not set; using the local development value {value!r}", file=sys.stderr)
+    print(f"FUNCTIONS_URL={functions_url}", flush=True)
     print("Ready. Ctrl-C stops it.", file=sys.stderr, flush=True)
+    from shared.ops.serve import serve
+
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        serve(port=args.port)
     finally:
         if cluster:
             cluster.stop()
@@ -69,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply sql/ then policies/ (skipping what already ran)").set_defaults(
         func=cmd_migrate)
     up = sub.add_parser("up", help="start the local database, migrate it, print its URL and wait")
-    up.add_argument("--detach", action="store_true", help="leave it running and return")
+    up.add_argument("--detach", action="store_true", help="start and migrate the database only, then return")
+    up.add_argument("--port", type=int, default=8000, help="where the functions are served (default 8000)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the local database").set_defaults(func=cmd_down)
     args = parser.parse_args(argv)

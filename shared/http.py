@@ -1,0 +1,57 @@
+"""The HTTP door of every function: methods, CORS, and the one place where
+errors become SPEC's body ``{"success": false, "error": CODE, "message": text}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, Iterable
+
+import flask
+
+from shared import monitoring
+from shared.errors import AppError, MethodNotAllowed, error_response
+
+log = logging.getLogger("functions")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",  # callers authenticate with a bearer token, never cookies
+    "Access-Control-Allow-Headers": "authorization, x-client-info, apikey, content-type",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Max-Age": "86400",
+}
+
+Handler = Callable[[flask.Request], Any]
+
+
+def json_endpoint(function_name: str, methods: Iterable[str] = ("POST",)) -> Callable[[Handler], Handler]:
+    """Wraps a handler that returns a dict (or a dict and a status) as a JSON endpoint."""
+    allowed = tuple(methods)
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def endpoint(request: flask.Request) -> flask.Response:
+            if request.method == "OPTIONS":
+                return flask.Response(status=204, headers=CORS_HEADERS)
+            with monitoring.scope(function_name):
+                try:
+                    if request.method not in allowed:
+                        raise MethodNotAllowed(request.method, allowed)
+                    result = handler(request)
+                    body, status = result if isinstance(result, tuple) else (result, 200)
+                    headers: dict[str, str] = {}
+                except Exception as exc:  # the one place errors become answers
+                    body, status = error_response(exc)
+                    headers = exc.headers if isinstance(exc, AppError) else {}
+                    monitoring.record_error(exc, body["error"])
+                finally:
+                    monitoring.flush()
+            response = flask.jsonify(body)
+            response.status_code = status
+            response.headers.update({**CORS_HEADERS, **headers})
+            return response
+
+        return endpoint
+
+    return decorate

@@ -1,0 +1,118 @@
+"""Parsing request bodies: strict JSON objects, field by field, with a clear
+INVALID_REQUEST naming the offending field and value for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any, Callable, Mapping
+
+from shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+MAX_BODY_BYTES = 64 * 1024
+
+Parser = Callable[[str, Any], Any]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def json_object(request) -> dict[str, Any]:
+    """The request's body as a JSON object (Content-Type application/json, at most 64 KiB)."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The request body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(
+            f"Send the request as application/json, not {request.mimetype or 'no content type'}"
+        )
+    raw = request.get_data(cache=False, as_text=False)
+    if len(raw) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    return body
+
+
+def fields(body: Mapping[str, Any], required: Mapping[str, Parser], optional: Mapping[str, Parser]) -> dict:
+    """Parses every known field; unknown and missing fields are refused."""
+    unknown = sorted(set(body) - set(required) - set(optional))
+    if unknown:
+        raise InvalidRequest(f"Unknown field {unknown[0]!r}", details={"field": unknown[0]})
+    parsed: dict[str, Any] = {}
+    for name, parse in required.items():
+        if name not in body or body[name] is None:
+            raise InvalidRequest(f"Field {name!r} is required", details={"field": name})
+        parsed[name] = parse(name, body[name])
+    for name, parse in optional.items():
+        parsed[name] = parse(name, body[name]) if body.get(name) is not None else None
+    return parsed
+
+
+# -- field parsers ------------------------------------------------------------------
+
+def a_uuid(name: str, value: Any) -> uuid.UUID:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise InvalidRequest(f"Field {name!r} must be a UUID, got {_show(value)}", details={"field": name})
+
+
+def a_moment(name: str, value: Any) -> datetime:
+    """An ISO 8601 date and time with its UTC offset (a bare local time is ambiguous)."""
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is not None:
+            if moment.tzinfo is None:
+                raise InvalidRequest(
+                    f"Field {name!r} needs a UTC offset (e.g. 2026-12-01T10:00:00+00:00), got {_show(value)}",
+                    details={"field": name},
+                )
+            return moment
+    raise InvalidRequest(f"Field {name!r} must be an ISO 8601 date and time, got {_show(value)}",
+                         details={"field": name})
+
+
+def an_integer(low: int, high: int) -> Parser:
+    def parse(name: str, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return value
+        raise InvalidRequest(f"Field {name!r} must be a whole number from {low} to {high}, got {_show(value)}",
+                             details={"field": name})
+    return parse
+
+
+def a_text(max_length: int, *, required_content: bool = False) -> Parser:
+    def parse(name: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise InvalidRequest(f"Field {name!r} must be text, got {_show(value)}", details={"field": name})
+        text = value.strip()
+        if required_content and not text:
+            raise InvalidRequest(f"Field {name!r} must not be empty", details={"field": name})
+        if len(text) > max_length:
+            raise InvalidRequest(f"Field {name!r} is longer than {max_length} characters",
+                                 details={"field": name})
+        return text
+    return parse
+
+
+def one_of(*choices: str) -> Parser:
+    def parse(name: str, value: Any) -> str:
+        if value in choices:
+            return value
+        raise InvalidRequest(f"Field {name!r} must be one of {', '.join(choices)}, got {_show(value)}",
+                             details={"field": name})
+    return parse

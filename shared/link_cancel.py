@@ -1,0 +1,136 @@
+"""Cancelling from the emailed link (token-cancel), with no login.
+
+Mail scanners open every link, so opening it (GET) only shows the session and
+a button; only the POST from that page cancels. The link proves it was issued
+for the session's client, so the cancellation is recorded in the client's name.
+Repeated invalid links from one address are refused for a while.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import flask
+
+from shared import cancellation, db, monitoring, pages
+from shared.errors import AlreadyCancelled, BookingInPast, NotFound
+from shared.links import session_id_from_token
+from shared.settings import get_settings
+
+MAX_FAILURES = 10  # invalid links per address …
+FAILURE_WINDOW_MINUTES = 15  # … within this many minutes
+LINK_REASON = "Cancelled by the client through the emailed link"
+
+
+@dataclass(frozen=True)
+class Page:
+    status: int
+    html: str
+
+
+def _client_key(address: str) -> str:
+    secret = get_settings().require("cancellation_link_secret").encode()
+    return hmac.new(secret, f"address:{address}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _too_many_failures(conn, key: str) -> bool:
+    row = conn.execute(
+        """select count(*) as failures from private.cancel_link_failures
+           where client_key = %s and failed_at > now() - make_interval(mins => %s)""",
+        [key, FAILURE_WINDOW_MINUTES],
+    ).fetchone()
+    return row["failures"] >= MAX_FAILURES
+
+
+def _record_failure(key: str) -> None:
+    with db.transaction() as conn:
+        conn.execute("insert into private.cancel_link_failures (client_key) values (%s)", [key])
+        conn.execute("delete from private.cancel_link_failures where failed_at < now() - interval '1 day'")
+
+
+def _facts(row: dict) -> pages.SessionFacts:
+    zone = ZoneInfo(row["timezone"])
+    start, end = row["starts_at"].astimezone(zone), row["ends_at"].astimezone(zone)
+    return pages.SessionFacts(
+        date=f"{start:%A} {start.day} {start:%B %Y}",
+        time=f"{start:%H:%M}–{end:%H:%M} ({row['timezone']})",
+        specialist_name=row["specialist_name"] or "your specialist",
+    )
+
+
+SESSION_QUERY = """
+select s.id, s.client_id, s.status, s.starts_at, s.ends_at, c.timezone, sp.full_name as specialist_name
+from public.sessions s
+join public.profiles c on c.id = s.client_id
+join public.profiles sp on sp.id = s.specialist_id
+where s.id = %s
+"""
+
+
+def handle(token: str | None, address: str, confirm: bool) -> Page:
+    """Shows (``confirm`` False) or cancels (``confirm`` True) the session of a link."""
+    key = _client_key(address)
+    with db.transaction() as conn:
+        if _too_many_failures(conn, key):
+            return Page(429, pages.too_many_attempts())
+    session_id = session_id_from_token(token or "")
+    row = None
+    if session_id is not None:
+        with db.transaction() as conn:
+            row = conn.execute(SESSION_QUERY, [session_id]).fetchone()
+    if row is None:
+        _record_failure(key)
+        return Page(404, pages.invalid_link())
+    monitoring.tag_session(session_id)
+    facts = _facts(row)
+    if row["status"] == "cancelled":
+        return Page(409, pages.already_cancelled(facts))
+    if row["starts_at"] <= datetime.now(timezone.utc):
+        return Page(409, pages.already_started(facts))
+    if not confirm:
+        return Page(200, pages.confirm(facts, token or ""))
+    try:
+        with db.transaction(actor_id=row["client_id"], channel="token-cancel") as conn:
+            cancellation.cancel_session(conn, session_id, cancelled_by=row["client_id"], reason=LINK_REASON)
+    except AlreadyCancelled:
+        return Page(409, pages.already_cancelled(facts))
+    except BookingInPast:
+        return Page(409, pages.already_started(facts))
+    except NotFound:  # pragma: no cover - the row was just read; sessions are never deleted
+        return Page(404, pages.invalid_link())
+    cancellation.after_commit(session_id)
+    return Page(200, pages.cancelled(facts))
+
+
+def client_address(request) -> str:
+    """The caller's address: the last hop of X-Forwarded-For (added by the platform's
+    front end, so not forgeable by the caller), else the socket's peer."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    return hops[-1] if hops else (request.remote_addr or "unknown")
+
+
+
+def respond(request) -> flask.Response:
+    """The HTTP side: GET shows, POST (the page's form) cancels; every answer is a page."""
+    with monitoring.scope("token-cancel"):
+        try:
+            if request.method not in ("GET", "POST"):
+                page = Page(405, pages.method_not_allowed())
+            else:
+                token = request.form.get("token") if request.method == "POST" else None
+                page = handle(token or request.args.get("token"), client_address(request),
+                              confirm=request.method == "POST")
+        except Exception as exc:  # the caller gets a page; we get the report
+            monitoring.record_error(exc, "INTERNAL_ERROR")
+            page = Page(500, pages.server_error())
+        finally:
+            monitoring.flush()
+    headers = dict(pages.SECURITY_HEADERS)
+    if page.status == 405:
+        headers["Allow"] = "GET, POST"
+    return flask.Response(page.html, status=page.status, headers=headers)

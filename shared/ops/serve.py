@@ -1,0 +1,117 @@
+"""Serves every function of deploy.yaml together, as Supabase does, at
+``/functions/v1/<name>``, plus ``GET /functions/v1/health``.
+
+Each function is loaded with functions-framework's own ``create_app`` (exactly
+what ``functions-framework --source … --target …`` serves), and the apps are
+mounted side by side; gunicorn serves the whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import flask
+import yaml
+
+from shared.ops.migrate import REPO_ROOT
+
+PREFIX = "/functions/v1"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    source: str
+    entry_point: str
+    trigger: str
+    schedule: str | None
+    settings: tuple[str, ...]
+
+
+def load_deploy(path: Path = REPO_ROOT / "deploy.yaml") -> list[FunctionSpec]:
+    document = yaml.safe_load(path.read_text()) or {}
+    return [
+        FunctionSpec(
+            name=entry["name"], source=entry["source"], entry_point=entry["entry_point"],
+            trigger=entry["trigger"], schedule=entry.get("schedule"),
+            settings=tuple(entry.get("settings") or ()),
+        )
+        for entry in document.get("functions") or []
+    ]
+
+
+def health() -> tuple[dict, int]:
+    """The database and calendar state, for people and probes."""
+    from shared import calendar, db
+
+    report: dict = {"calendar": "enabled" if calendar.get_gateway().enabled else "disabled"}
+    status = 200
+    try:
+        with db.transaction() as conn:
+            conn.execute("select 1")
+            pending = conn.execute(
+                """select count(*) filter (where completed_at is null) as pending,
+                          count(*) filter (where completed_at is null
+                                           and created_at < now() - interval '1 day') as stuck
+                   from private.calendar_deletions"""
+            ).fetchone()
+        report["database"] = "ok"
+        report["calendar_deletions_pending"] = pending["pending"]
+        report["calendar_deletions_stuck"] = pending["stuck"]
+        if pending["stuck"]:
+            status = 503
+    except Exception as exc:  # reported as state, not raised
+        report["database"] = f"unavailable: {type(exc).__name__}"
+        status = 503
+    report["status"] = "ok" if status == 200 else "degraded"
+    return report, status
+
+
+def build_app(root: Path = REPO_ROOT):
+    import functions_framework
+
+    mounts = {}
+    for spec in load_deploy(root / "deploy.yaml"):
+        mounts[spec.name] = functions_framework.create_app(
+            spec.entry_point, str(root / spec.source / "main.py"))
+
+    front = flask.Flask("functions")
+
+    @front.get(f"{PREFIX}/health")
+    def health_endpoint():
+        report, status = health()
+        return flask.jsonify(report), status
+
+    def dispatch(environ, start_response):
+        # /functions/v1/<name>[/<rest>] reaches the function as /<rest> (its "/"),
+        # the path functions-framework answers at when served alone.
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(PREFIX + "/"):
+            name, _, rest = path[len(PREFIX) + 1:].partition("/")
+            if name in mounts:
+                environ = {**environ, "SCRIPT_NAME": environ.get("SCRIPT_NAME", "") + f"{PREFIX}/{name}",
+                           "PATH_INFO": "/" + rest}
+                return mounts[name](environ, start_response)
+        return front.wsgi_app(environ, start_response)
+
+    return dispatch
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, threads: int = 8) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    app = build_app()
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", 1)
+            self.cfg.set("threads", threads)
+            self.cfg.set("timeout", 0)
+            self.cfg.set("accesslog", None)
+
+        def load(self):
+            return app
+
+    Server().run()
