@@ -14,7 +14,7 @@ import logging
 import uuid
 from datetime import timedelta
 
-from shared import calendar, db
+from shared import calendar, db, monitoring
 
 log = logging.getLogger("functions")
 
@@ -89,4 +89,22 @@ def process_due(limit: int = 500) -> dict[str, int]:
         for row, result in zip(rows, results):
             _record(conn, row["session_id"], row["attempts"] + 1, None if result.ok else (result.error or "failed"))
             deleted += result.ok
-    return {"deleted": deleted, "failed": len(rows) - deleted}
+    return {"deleted": deleted, "failed": len(rows) - deleted, "stuck_reported": report_stuck()}
+
+
+def report_stuck() -> int:
+    """Reports to Sentry, once each, the deletions still failing a day after cancelling."""
+    with db.transaction() as conn:
+        stuck = conn.execute(
+            """update private.calendar_deletions set reported_at = now()
+               where completed_at is null and reported_at is null and created_at < now() - interval '1 day'
+               returning session_id, attempts"""
+        ).fetchall()
+    for row in stuck:
+        monitoring.report_message(
+            f"Calendar event of cancelled session {row['session_id']} still not deleted after "
+            f"{row['attempts']} attempts over a day",
+            level="error", session_id=str(row["session_id"]), error_code="CALENDAR_UNAVAILABLE",
+            function="calendar-sync",
+        )
+    return len(stuck)

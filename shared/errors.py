@@ -14,6 +14,7 @@ __all__ = [
     "AlreadyCancelled",
     "AppError",
     "BookingInPast",
+    "CancellationTooLate",
     "CalendarUnavailable",
     "Forbidden",
     "InternalError",
@@ -138,6 +139,14 @@ class SlotUnavailable(AppError):
             raise ValueError(f"unknown slot-unavailable reason {reason!r}")
         self.reason = reason
         super().__init__(message or f"This slot cannot be booked ({reason})", details={"reason": reason})
+
+
+class CancellationTooLate(AppError):
+    """A client cancelling inside the minimum notice (CANCELLATION_MIN_NOTICE_HOURS)."""
+
+    code = "CANCELLATION_TOO_LATE"
+    http_status = 409
+    default_message = "It is too late to cancel this session; please contact your specialist"
 
 
 class CalendarUnavailable(AppError):

@@ -54,6 +54,8 @@ class Settings:
     sentry_dsn: str | None = None
     booking_min_notice_hours: int = 24
     booking_max_advance_days: int = 30
+    # Clients must cancel at least this many hours ahead (seed 001 uses 24); 0 = no rule.
+    cancellation_min_notice_hours: int = 0
 
     def require(self, name: str) -> Any:
         """Return setting `name` (a field name), or raise if it is not set."""
@@ -181,6 +183,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sentry_dsn=_text(env, "SENTRY_DSN"),
         booking_min_notice_hours=_integer(env, "BOOKING_MIN_NOTICE_HOURS", 24),
         booking_max_advance_days=_integer(env, "BOOKING_MAX_ADVANCE_DAYS", 30, minimum=1),
+        cancellation_min_notice_hours=_integer(env, "CANCELLATION_MIN_NOTICE_HOURS", 0),
     )
 
 

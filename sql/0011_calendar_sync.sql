@@ -22,7 +22,8 @@ create table private.calendar_deletions (
   next_attempt_at timestamptz not null default now(),
   last_error text,
   created_at timestamptz not null default now(),
-  completed_at timestamptz
+  completed_at timestamptz,
+  reported_at timestamptz -- when a deletion failing for a day was reported to Sentry
 );
 
 comment on table private.calendar_deletions is 'Calendar events of cancelled sessions still to delete, with retry state.';
@@ -31,6 +32,14 @@ create index calendar_deletions_due_idx on private.calendar_deletions (next_atte
   where completed_at is null;
 
 grant select, insert, update on table private.calendar_deletions to service_role;
+
+/** Deletions still failing a day after the cancellation: what an operator must look at. */
+create view private.calendar_deletions_stuck as
+  select session_id, calendar_id, event_id, attempts, last_error, created_at, next_attempt_at
+  from private.calendar_deletions
+  where completed_at is null and created_at < now() - interval '1 day';
+
+grant select on private.calendar_deletions_stuck to service_role;
 
 -- ============================================================================
 -- Functions

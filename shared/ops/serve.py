@@ -56,6 +56,12 @@ def health() -> tuple[dict, int]:
                                            and created_at < now() - interval '1 day') as stuck
                    from private.calendar_deletions"""
             ).fetchone()
+            if conn.execute("select to_regclass('private.scheduled_call_results') is not null as present"
+                            ).fetchone()["present"]:
+                report["scheduled_call_failures_24h"] = conn.execute(
+                    "select count(*) as failures from private.scheduled_call_results "
+                    "where failed and created > now() - interval '1 day'"
+                ).fetchone()["failures"]
         report["database"] = "ok"
         report["calendar_deletions_pending"] = pending["pending"]
         report["calendar_deletions_stuck"] = pending["stuck"]

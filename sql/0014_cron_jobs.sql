@@ -1,0 +1,26 @@
+/**
+ * The scheduled jobs (pg_cron; times are UTC). Created only where pg_cron is
+ * installed; `cron.schedule` replaces a job of the same name, so this file is
+ * safe to apply again.
+ *
+ * - dispatch-recurring: daily at 02:00, the recurring-bookings dispatcher;
+ * - calendar-sync: every minute, retries calendar deletions that failed;
+ * - cleanup-job-history: daily, forgets pg_cron run details and HTTP answers
+ *   older than 7 days.
+ */
+
+do $$
+begin
+  if not exists (select from pg_catalog.pg_namespace where nspname = 'cron') then
+    raise notice 'pg_cron is not installed in this database; no jobs scheduled.';
+    return;
+  end if;
+  perform cron.schedule('dispatch-recurring', '0 2 * * *',
+    $job$select private.call_function('recurring-dispatcher')$job$);
+  perform cron.schedule('calendar-sync', '* * * * *',
+    $job$select private.call_function('calendar-sync')$job$);
+  perform cron.schedule('cleanup-job-history', '17 3 * * *',
+    $job$delete from cron.job_run_details where end_time < now() - interval '7 days';
+         delete from net._http_response where created < now() - interval '7 days'$job$);
+end
+$$;
