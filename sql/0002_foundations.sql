@@ -87,7 +87,8 @@ create or replace function private.is_iana_timezone(zone text) returns boolean
   set search_path = ''
   as $$
 begin
-  if zone is null or zone !~ '^(UTC|[A-Z][A-Za-z_]+(/[A-Za-z0-9_+-]+)+)$' then
+  -- Names only: "Europe/London-1" would be read as a POSIX rule with an offset.
+  if zone is null or zone !~ '^(UTC|Etc/GMT[+-]?(1[0-4]|[0-9])|[A-Z][A-Za-z_]+(/[A-Za-z_][A-Za-z_-]*)+)$' then
     return false;
   end if;
   perform now() at time zone zone;

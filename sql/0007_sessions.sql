@@ -16,6 +16,16 @@
 create sequence private.booking_reference_seq;
 grant usage on sequence private.booking_reference_seq to service_role;
 
+/** BK-<year>-<number>, at least six digits, never truncated (lpad would cut 1000000 to 100000). */
+create or replace function private.next_booking_reference() returns text
+  language sql volatile
+  set search_path = ''
+  as $$
+  select 'BK-' || to_char(now() at time zone 'UTC', 'YYYY') || '-' || case when n < 100000 then lpad(n::text, 6, '0') else n::text end
+  from (select nextval('private.booking_reference_seq') as n) as next
+$$;
+grant execute on function private.next_booking_reference() to service_role;
+
 create table public.sessions (
   id uuid primary key default gen_random_uuid(),
   specialist_id uuid not null references public.profiles (id), -- the therapist
@@ -29,8 +39,7 @@ create table public.sessions (
   special_requests text constraint sessions_special_requests_length check (char_length(special_requests) <= 2000),
   google_calendar_event_id text,
   booking_reference text not null
-    default 'BK-' || to_char(now() at time zone 'UTC', 'YYYY') || '-'
-            || lpad(nextval('private.booking_reference_seq')::text, 6, '0')
+    default private.next_booking_reference()
     constraint sessions_booking_reference_key unique,
   price numeric(10, 2) constraint sessions_price_check check (price >= 0), -- the rate when booked
   currency text constraint sessions_currency_check check (currency ~ '^[A-Z]{3}$'),
@@ -120,11 +129,12 @@ $$;
 /**
  * Keeps a session's identity fixed and its status moving one way: a cancelled
  * session is never confirmed again, and cancelling goes through
- * booking_cancellations (which sets the flag checked here), so every cancelled
- * session has exactly one cancellation record.
+ * booking_cancellations (whose trigger makes this update after inserting its
+ * row), so every cancelled session has exactly one cancellation record.
  */
 create or replace function private.guard_session_update() returns trigger
   language plpgsql
+  security definer
   set search_path = ''
   as $$
 begin
@@ -140,7 +150,7 @@ begin
       using errcode = 'TB002';
   end if;
   if old.status = 'confirmed' and new.status = 'cancelled'
-     and current_setting('private.cancelling_session', true) is distinct from old.id::text then
+     and not exists (select 1 from public.booking_cancellations c where c.booking_id = old.id) then
     raise exception 'Sessions are cancelled by inserting a row into booking_cancellations.'
       using errcode = '42501';
   end if;
@@ -149,9 +159,43 @@ begin
 end
 $$;
 
+/**
+ * Before a session is written as confirmed: sessions start confirmed, and the
+ * writer takes transaction locks on both parties (in a fixed order), so two
+ * racing bookings queue instead of deadlocking inside the exclusion constraints
+ * (each would otherwise wait for the other's uncommitted index entry). A bulk
+ * writer (the dispatcher) sets app.bulk_session_insert and serializes itself
+ * instead, since one lock per row would exhaust the lock table.
+ */
+create or replace function private.before_session_write() returns trigger
+  language plpgsql
+  set search_path = ''
+  as $$
+declare
+  specialist_key bigint;
+  client_key bigint;
+begin
+  if tg_op = 'INSERT' and new.status = 'cancelled' then
+    raise exception 'Sessions are created confirmed; cancel them through booking_cancellations.'
+      using errcode = '23514';
+  end if;
+  if new.status = 'confirmed' and current_setting('app.bulk_session_insert', true) is distinct from 'on' then
+    specialist_key := hashtextextended('sessions.specialist:' || new.specialist_id::text, 0);
+    client_key := hashtextextended('sessions.client:' || new.client_id::text, 0);
+    perform pg_advisory_xact_lock(least(specialist_key, client_key));
+    perform pg_advisory_xact_lock(greatest(specialist_key, client_key));
+  end if;
+  return new;
+end
+$$;
+
 -- ============================================================================
 -- Triggers
 -- ============================================================================
+
+create trigger sessions_before_write
+  before insert or update of starts_at, ends_at, status on public.sessions
+  for each row execute function private.before_session_write();
 
 create trigger sessions_guard_update
   before update on public.sessions

@@ -71,14 +71,12 @@ create or replace function private.apply_cancellation() returns trigger
 declare
   actor_role text;
 begin
-  perform set_config('private.cancelling_session', new.booking_id::text, true);
   update public.sessions
      set status = 'cancelled',
          cancelled_at = new.created_at,
          cancelled_by = new.cancelled_by,
          cancellation_reason = new.reason
    where id = new.booking_id;
-  perform set_config('private.cancelling_session', '', true);
 
   select p.role into actor_role from public.profiles p where p.id = new.cancelled_by;
   insert into public.audit_log (action, actor_id, actor_role, entity_type, entity_id, old_values, new_values, status)

@@ -70,8 +70,11 @@ def _connect(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "no answer"
-        raise MigrationError(f"Cannot reach the database ({_redact(url)}): {reason}") from None
+        # libpq's first line ends with the cause: "... failed: Connection refused".
+        first = (str(exc).strip().splitlines() or ["no answer"])[0]
+        reason = first.rsplit("failed:", 1)[-1].strip().rstrip(".") or "no answer"
+        raise MigrationError(
+            f"Cannot reach the database ({_redact(url)}): {reason[0].lower() + reason[1:]}.") from None
 
 
 def _redact(url: str) -> str:
