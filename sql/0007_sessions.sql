@@ -16,13 +16,13 @@
 create sequence private.booking_reference_seq;
 grant usage on sequence private.booking_reference_seq to service_role;
 
-/** BK-<year>-<number>, at least six digits, never truncated (lpad would cut 1000000 to 100000). */
+/** BK-<year>-<number>: at least six digits, never truncated (FM999999999000000 pads, never cuts). */
 create or replace function private.next_booking_reference() returns text
   language sql volatile
   set search_path = ''
   as $$
-  select 'BK-' || to_char(now() at time zone 'UTC', 'YYYY') || '-' || case when n < 100000 then lpad(n::text, 6, '0') else n::text end
-  from (select nextval('private.booking_reference_seq') as n) as next
+  select 'BK-' || to_char(now() at time zone 'UTC', 'YYYY') || '-'
+         || to_char(nextval('private.booking_reference_seq'), 'FM999999999000000')
 $$;
 grant execute on function private.next_booking_reference() to service_role;
 
@@ -39,7 +39,8 @@ create table public.sessions (
   special_requests text constraint sessions_special_requests_length check (char_length(special_requests) <= 2000),
   google_calendar_event_id text,
   booking_reference text not null
-    default private.next_booking_reference()
+    default 'BK-' || to_char(now() at time zone 'UTC', 'YYYY') || '-'
+            || to_char(nextval('private.booking_reference_seq'), 'FM999999999000000')
     constraint sessions_booking_reference_key unique,
   price numeric(10, 2) constraint sessions_price_check check (price >= 0), -- the rate when booked
   currency text constraint sessions_currency_check check (currency ~ '^[A-Z]{3}$'),
@@ -159,32 +160,36 @@ begin
 end
 $$;
 
+/** Sessions start confirmed: a cancelled one only ever comes from a cancellation. */
+create or replace function private.refuse_cancelled_insert() returns trigger
+  language plpgsql
+  set search_path = ''
+  as $$
+begin
+  raise exception 'Sessions are created confirmed; cancel them through booking_cancellations.'
+    using errcode = '23514';
+end
+$$;
+
 /**
- * Before a session is written as confirmed: sessions start confirmed, and the
- * writer takes transaction locks on both parties (in a fixed order), so two
- * racing bookings queue instead of deadlocking inside the exclusion constraints
- * (each would otherwise wait for the other's uncommitted index entry). A bulk
- * writer (the dispatcher) sets app.bulk_session_insert and serializes itself
- * instead, since one lock per row would exhaust the lock table.
+ * Before a session is written as confirmed, the writer takes transaction locks
+ * on both parties (in a fixed order), so two racing bookings queue instead of
+ * deadlocking inside the exclusion constraints (each would otherwise wait for
+ * the other's uncommitted index entry). A bulk writer (the dispatcher) sets
+ * app.bulk_session_insert and serializes itself instead: one lock per row would
+ * exhaust the lock table. The triggers' WHEN clauses keep bulk inserts free of
+ * any per-row function call.
  */
-create or replace function private.before_session_write() returns trigger
+create or replace function private.lock_session_parties() returns trigger
   language plpgsql
   set search_path = ''
   as $$
 declare
-  specialist_key bigint;
-  client_key bigint;
+  specialist_key bigint := hashtextextended('sessions.specialist:' || new.specialist_id::text, 0);
+  client_key bigint := hashtextextended('sessions.client:' || new.client_id::text, 0);
 begin
-  if tg_op = 'INSERT' and new.status = 'cancelled' then
-    raise exception 'Sessions are created confirmed; cancel them through booking_cancellations.'
-      using errcode = '23514';
-  end if;
-  if new.status = 'confirmed' and current_setting('app.bulk_session_insert', true) is distinct from 'on' then
-    specialist_key := hashtextextended('sessions.specialist:' || new.specialist_id::text, 0);
-    client_key := hashtextextended('sessions.client:' || new.client_id::text, 0);
-    perform pg_advisory_xact_lock(least(specialist_key, client_key));
-    perform pg_advisory_xact_lock(greatest(specialist_key, client_key));
-  end if;
+  perform pg_advisory_xact_lock(least(specialist_key, client_key));
+  perform pg_advisory_xact_lock(greatest(specialist_key, client_key));
   return new;
 end
 $$;
@@ -193,9 +198,16 @@ $$;
 -- Triggers
 -- ============================================================================
 
-create trigger sessions_before_write
+create trigger sessions_refuse_cancelled_insert
+  before insert on public.sessions
+  for each row when (new.status = 'cancelled')
+  execute function private.refuse_cancelled_insert();
+
+create trigger sessions_lock_parties
   before insert or update of starts_at, ends_at, status on public.sessions
-  for each row execute function private.before_session_write();
+  for each row when (new.status = 'confirmed'
+                     and current_setting('app.bulk_session_insert', true) is distinct from 'on')
+  execute function private.lock_session_parties();
 
 create trigger sessions_guard_update
   before update on public.sessions
