@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from shared.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 MAX_BODY_BYTES = 64 * 1024
+MOMENT_YEARS = range(1900, 3000)
 
 Parser = Callable[[str, Any], Any]
 
@@ -37,6 +38,8 @@ def json_object(request) -> dict[str, Any]:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:  # json raises it, not JSONDecodeError, for deeply nested arrays or objects
+        raise InvalidRequest("The request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
     return body
@@ -69,7 +72,9 @@ def a_uuid(name: str, value: Any) -> uuid.UUID:
 
 
 def a_moment(name: str, value: Any) -> datetime:
-    """An ISO 8601 date and time with its UTC offset (a bare local time is ambiguous)."""
+    """An ISO 8601 date and time with its UTC offset (a bare local time is ambiguous),
+    in the years MOMENT_YEARS (UTC): nothing here is scheduled outside them, and
+    arithmetic near Python's year 1 or 9999 would overflow."""
     if isinstance(value, str) and len(value) <= 40:
         try:
             moment = datetime.fromisoformat(value)
@@ -79,6 +84,16 @@ def a_moment(name: str, value: Any) -> datetime:
             if moment.tzinfo is None:
                 raise InvalidRequest(
                     f"Field {name!r} needs a UTC offset (e.g. 2026-12-01T10:00:00+00:00), got {_show(value)}",
+                    details={"field": name},
+                )
+            try:
+                year = moment.astimezone(timezone.utc).year
+            except OverflowError:
+                year = None
+            if year not in MOMENT_YEARS:
+                raise InvalidRequest(
+                    f"Field {name!r} must lie in the years {MOMENT_YEARS.start}–{MOMENT_YEARS.stop - 1}, "
+                    f"got {_show(value)}",
                     details={"field": name},
                 )
             return moment

@@ -107,12 +107,15 @@ def handle(token: str | None, address: str, confirm: bool) -> Page:
 
 
 def client_address(request) -> str:
-    """The caller's address: the last hop of X-Forwarded-For (added by the platform's
-    front end, so not forgeable by the caller), else the socket's peer."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    return hops[-1] if hops else (request.remote_addr or "unknown")
-
+    """The caller's address. With TRUSTED_PROXY_HOPS = N, the Nth entry from the right
+    of X-Forwarded-For (the one our own front end appended, which the caller cannot
+    forge); with 0 (the default), the socket's peer, ignoring the header."""
+    hops_trusted = get_settings().trusted_proxy_hops
+    if hops_trusted:
+        hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+        if len(hops) >= hops_trusted:
+            return hops[-hops_trusted]
+    return request.remote_addr or "unknown"
 
 
 def respond(request) -> flask.Response:

@@ -24,7 +24,8 @@ main{max-width:32rem;margin:0 auto;padding:2rem 1.25rem}
 .card{background:#fff;border-radius:12px;padding:1.5rem;box-shadow:0 1px 3px rgba(0,0,0,.12)}
 h1{font-size:1.4rem;line-height:1.3;margin:0 0 1rem}
 dl{margin:0 0 1.25rem}dt{font-weight:600;color:#52606d;font-size:.9rem}dd{margin:0 0 .75rem}
-button{width:100%;padding:.9rem;font-size:1.05rem;border:0;border-radius:8px;background:#c62828;color:#fff;cursor:pointer}
+form{margin:0 0 1rem}
+button{width:100%;padding:.9rem;font:inherit;font-size:1.05rem;font-weight:600;border:0;border-radius:8px;background:#c62828;color:#fff;cursor:pointer}
 p{margin:0 0 1rem}.note{color:#52606d;font-size:.95rem}
 """
 
