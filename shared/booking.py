@@ -187,6 +187,7 @@ def create_booking(caller: Caller, request: BookingRequest, now: datetime | None
                     ends_at=session["ends_at"], booking_reference=session["booking_reference"],
                     specialist_email=specialist["email"],
                 ))
+                conn.execute("update public.sessions set calendar_synced_at = now() where id = %s", [session_id])
     except Exception as exc:
         if event_may_exist:
             _remove_orphan_event(specialist, event_id)

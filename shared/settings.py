@@ -58,6 +58,8 @@ class Settings:
     cancellation_min_notice_hours: int = 0
     # Proxies in front of the functions that append to X-Forwarded-For (1 behind Google's front end).
     trusted_proxy_hops: int = 0
+    # The dispatcher creates occurrences up to this many days ahead.
+    dispatch_horizon_days: int = 7
 
     def require(self, name: str) -> Any:
         """Return setting `name` (a field name), or raise if it is not set."""
@@ -187,6 +189,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         booking_max_advance_days=_integer(env, "BOOKING_MAX_ADVANCE_DAYS", 30, minimum=1),
         cancellation_min_notice_hours=_integer(env, "CANCELLATION_MIN_NOTICE_HOURS", 0),
         trusted_proxy_hops=_integer(env, "TRUSTED_PROXY_HOPS", 0),
+        dispatch_horizon_days=_integer(env, "DISPATCH_HORIZON_DAYS", 7),
     )
 
 
