@@ -32,9 +32,10 @@ create index booking_cancellations_created_at_idx on public.booking_cancellation
 -- ============================================================================
 
 /**
- * Before the cancellation is stored: lock the session (concurrent cancellations
- * queue here, and all but the first find it cancelled) and refuse a session that
- * does not exist, is already cancelled or has already started.
+ * Before the cancellation is stored: refuse a signed-in caller who is no party
+ * to the session, lock the session (concurrent cancellations queue here, and all
+ * but the first find it cancelled) and refuse a session that does not exist, is
+ * already cancelled or has already started.
  */
 create or replace function private.check_cancellation() returns trigger
   language plpgsql
@@ -44,6 +45,12 @@ create or replace function private.check_cancellation() returns trigger
 declare
   target public.sessions;
 begin
+  -- A signed-in caller who is no party learns nothing about the session, not even
+  -- whether it exists (its role setting survives security definer; current_user does not).
+  if current_setting('role') in ('anon', 'authenticated')
+     and not (private.is_session_party(new.booking_id) or private.is_admin()) then
+    raise exception 'Only the session''s client or specialist can cancel it.' using errcode = '42501';
+  end if;
   select * into target from public.sessions where id = new.booking_id for update;
   if not found then
     raise exception 'Session % does not exist.', new.booking_id using errcode = 'TB001';

@@ -56,11 +56,12 @@ create index meeting_recordings_expires_at_idx on public.meeting_recordings (exp
 
 /**
  * Notes are written by the session's own specialist. A signed-in user cannot
- * choose the creation time (a future one would keep the note editable).
+ * choose the creation time (a future one would keep the note editable). Runs
+ * with the writer's rights on purpose: `current_user` must be the API role, and
+ * the session lookup goes through the writer's own view of sessions.
  */
 create or replace function private.check_session_note() returns trigger
   language plpgsql
-  security definer
   set search_path = ''
   as $$
 begin
