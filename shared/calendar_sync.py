@@ -23,7 +23,10 @@ MAX_BACKOFF = timedelta(hours=1)
 
 def backoff(attempts: int) -> timedelta:
     """1, 2, 4, … minutes after each failure, at most an hour."""
-    return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+    # The exponent is capped too: 2 ** 41 minutes no longer fits in a timedelta, and a
+    # deletion failing hourly reaches 42 attempts in under two days.
+    exponent = min(max(attempts - 1, 0), 6)  # 2 ** 6 minutes is past the hour already
+    return min(timedelta(minutes=2 ** exponent), MAX_BACKOFF)
 
 
 def _record(conn, session_id: uuid.UUID, attempts: int, error: str | None) -> None:

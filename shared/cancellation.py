@@ -13,7 +13,7 @@ import uuid
 
 import psycopg
 
-from shared import calendar_sync
+from shared import calendar_sync, monitoring
 from shared.errors import AlreadyCancelled, BookingInPast, NotFound
 
 # SQLSTATEs raised by private.check_cancellation() (sql/0008_cancellations.sql).
@@ -43,5 +43,12 @@ def cancel_session(conn: psycopg.Connection, session_id: uuid.UUID, *, cancelled
 
 
 def after_commit(session_id: uuid.UUID) -> None:
-    """Deletes the session's calendar event now if it can; otherwise it stays queued."""
-    calendar_sync.attempt_deletion(session_id)
+    """Deletes the session's calendar event now if it can; otherwise it stays queued.
+
+    Never raises: the cancellation is committed, so the caller must hear that it
+    succeeded whatever happens here; the retry job takes the queued deletion.
+    """
+    try:
+        calendar_sync.attempt_deletion(session_id)
+    except Exception as exc:
+        monitoring.record_error(exc, "INTERNAL_ERROR")

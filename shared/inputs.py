@@ -115,6 +115,8 @@ def a_text(max_length: int, *, required_content: bool = False) -> Parser:
         if not isinstance(value, str):
             raise InvalidRequest(f"Field {name!r} must be text, got {_show(value)}", details={"field": name})
         text = value.strip()
+        if "\x00" in text:  # PostgreSQL text cannot hold NUL
+            raise InvalidRequest(f"Field {name!r} must not contain NUL characters", details={"field": name})
         if required_content and not text:
             raise InvalidRequest(f"Field {name!r} must not be empty", details={"field": name})
         if len(text) > max_length:

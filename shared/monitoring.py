@@ -5,12 +5,14 @@ trouble) are captured as events tagged with the function, the session id and
 the error code. A caller's mistake (4xx) is only a breadcrumb: it is not an
 error of ours. No personal data leaves: ``send_default_pii`` is off and every
 event is scrubbed of request bodies, headers, cookies, user data and local
-variables before it is sent.
+variables, and email addresses and JWTs are masked in whatever text remains,
+before it is sent.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from contextlib import contextmanager
@@ -26,6 +28,22 @@ log = logging.getLogger("functions")
 _init_lock = threading.Lock()
 _initialized = False
 
+# Addresses (also percent-encoded, as in a calendar URL: a specialist's calendar id is
+# usually their email) and JWTs, wherever they appear in text: exception values, log
+# messages and breadcrumbs quote URLs and upstream answers.
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", re.IGNORECASE)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return _JWT.sub("[jwt]", _EMAIL.sub("[email]", value))
+    if isinstance(value, dict):
+        return {key: _redact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact(item) for item in value]
+    return value
+
 
 def _scrub(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
     """Keeps only what diagnosis needs: no bodies, headers, query strings, users or locals."""
@@ -39,7 +57,7 @@ def _scrub(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
             frame.pop("vars", None)
     for crumb in (event.get("breadcrumbs") or {}).get("values") or []:
         crumb.pop("data", None)
-    return event
+    return _redact(event)
 
 
 def init(**options: Any) -> bool:
@@ -53,10 +71,13 @@ def init(**options: Any) -> bool:
     with _init_lock:
         if not _initialized:
             from sentry_sdk.integrations.flask import FlaskIntegration
+            from sentry_sdk.integrations.logging import LoggingIntegration
 
             sentry_sdk.init(
                 dsn=dsn,
-                integrations=[FlaskIntegration()],
+                # Log records are breadcrumbs only: events come from record_error and
+                # report_message, tagged, and once each (a logged error would be a second event).
+                integrations=[FlaskIntegration(), LoggingIntegration(level=logging.INFO, event_level=None)],
                 send_default_pii=False,
                 include_local_variables=False,
                 max_request_body_size="never",

@@ -5,16 +5,20 @@ conftest's ``pytest_plugins``).
   secret and base URL, and the calendar of ``calendar_env``), with every process-wide
   cache (settings, pool, calendar gateway, JWKS clients) dropped around each test;
 - ``user_token()`` / ``bearer()`` (helpers): Supabase-style user JWTs, signed with the test secret;
+  ``service_token()`` / ``service_bearer()``: the service key as the scheduler sends it;
 - ``booking_app`` / ``token_cancel_app``: Flask test clients of the apps that
   ``functions_framework.create_app`` builds (what ``functions-framework --source
   --target`` serves);
 - ``served_functions``: every function served by ``shared.ops.serve`` in a gunicorn
   subprocess with the same settings, once per run (``serve_functions(**settings)``
   starts one with other settings);
-- ``functions_api``: both functions through one door, parametrized so that a test
+- ``functions_api``: the functions (booking-create, token-cancel, booking-cancel,
+  calendar-sync) through one door, parametrized so that a test
   runs through functions-framework's app and through the served process
-  (``booking_api`` / ``token_cancel_api`` are its two halves);
-- ``bookable_specialist``: a committed specialist with a current rate and weekly hours.
+  (``booking_api``, ``token_cancel_api``, ``booking_cancel_api``, ``calendar_sync_api``
+  are its parts);
+- ``bookable_specialist``: a committed specialist with a current rate and weekly hours;
+- ``booked_session``: a committed confirmed session with its event on the fake Calendar API.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ SERVER_START_SECONDS = 60
 
 # Settings that must not leak in from the developer's shell.
 _UNSET = ("TRUSTED_PROXY_HOPS", "SUPABASE_JWKS_URL", "SUPABASE_JWT_ISSUER", "SENTRY_DSN", "GOOGLE_CALENDAR_DELEGATE",
-          "BOOKING_MIN_NOTICE_HOURS", "BOOKING_MAX_ADVANCE_DAYS")
+          "BOOKING_MIN_NOTICE_HOURS", "BOOKING_MAX_ADVANCE_DAYS", "CANCELLATION_MIN_NOTICE_HOURS")
 
 
 # -- tokens ------------------------------------------------------------------------
@@ -85,6 +89,19 @@ def user_token(who: Person | uuid.UUID, *, secret: str = JWT_SECRET, expires_in:
 
 def bearer(who: Person | uuid.UUID, **token_options: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {user_token(who, **token_options)}"}
+
+
+def service_token(*, secret: str = JWT_SECRET, role: str = "service_role", expires_in: int = 3600,
+                  **claims: Any) -> str:
+    """The project's service key (or, with role="anon", its anon key) as Supabase makes it:
+    HS256 with the project secret, claims iss, role, iat, exp and no sub or aud."""
+    now = int(time.time())
+    return jwt.encode({"iss": "supabase", "role": role, "iat": now, "exp": now + expires_in, **claims},
+                      secret, algorithm="HS256")
+
+
+def service_bearer(**token_options: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {service_token(**token_options)}"}
 
 
 # -- settings ----------------------------------------------------------------------
@@ -266,6 +283,16 @@ def _token_cancel_flask_app() -> Any:
     return _create_app("token-cancel", "token_cancel")
 
 
+@pytest.fixture(scope="session")
+def _booking_cancel_flask_app() -> Any:
+    return _create_app("booking-cancel", "booking_cancel")
+
+
+@pytest.fixture(scope="session")
+def _calendar_sync_flask_app() -> Any:
+    return _create_app("calendar-sync", "calendar_sync_run")
+
+
 @pytest.fixture
 def booking_app(_booking_flask_app: Any, functions_env: FunctionsEnv) -> Any:
     """booking-create's functions-framework app: a Flask test client."""
@@ -407,27 +434,36 @@ def served_functions(serve_functions: Callable[..., ServedFunctions]) -> ServedF
 
 @dataclass(frozen=True)
 class FunctionsApi:
-    """The two functions through one door: functions-framework's app ("app") or the served process."""
+    """The functions through one door: functions-framework's app ("app") or the served process."""
 
     transport: str
     booking_create: FunctionClient
     token_cancel: FunctionClient
+    booking_cancel: FunctionClient
+    calendar_sync: FunctionClient
 
     def link(self, cancel_url: str) -> str:
         """The query string of a cancel_url (what a link carries, whichever door answers it)."""
         return urllib.parse.urlsplit(cancel_url).query
 
 
+# Each function (in the order of FunctionsApi's fields) with the fixture of its in-process app.
+FUNCTION_APPS = {
+    "booking-create": "_booking_flask_app",
+    "token-cancel": "_token_cancel_flask_app",
+    "booking-cancel": "_booking_cancel_flask_app",
+    "calendar-sync": "_calendar_sync_flask_app",
+}
+
+
 def _api(request: pytest.FixtureRequest, transport: str, functions_env: FunctionsEnv,
          settings: Mapping[str, str]) -> FunctionsApi:
     if transport == "served":
         base_url = request.getfixturevalue("serve_functions")(**settings).base_url
-        return FunctionsApi(transport, ServedClient(base_url, "booking-create"),
-                            ServedClient(base_url, "token-cancel"))
+        return FunctionsApi(transport, *(ServedClient(base_url, name) for name in FUNCTION_APPS))
     if settings:
         functions_env.set(**settings)
-    return FunctionsApi(transport, AppClient(request.getfixturevalue("_booking_flask_app")),
-                        AppClient(request.getfixturevalue("_token_cancel_flask_app")))
+    return FunctionsApi(transport, *(AppClient(request.getfixturevalue(fixture)) for fixture in FUNCTION_APPS.values()))
 
 
 @pytest.fixture(params=["app", "served"])
@@ -452,6 +488,18 @@ def booking_api(functions_api: FunctionsApi) -> FunctionClient:
 def token_cancel_api(functions_api: FunctionsApi) -> FunctionClient:
     """token-cancel through either door (parametrized by functions_api)."""
     return functions_api.token_cancel
+
+
+@pytest.fixture
+def booking_cancel_api(functions_api: FunctionsApi) -> FunctionClient:
+    """booking-cancel through either door (parametrized by functions_api)."""
+    return functions_api.booking_cancel
+
+
+@pytest.fixture
+def calendar_sync_api(functions_api: FunctionsApi) -> FunctionClient:
+    """calendar-sync (the scheduled retry job) through either door (parametrized by functions_api)."""
+    return functions_api.calendar_sync
 
 
 # -- people who can be booked ---------------------------------------------------------
@@ -525,4 +573,26 @@ def bookable_specialist(committed_db: psycopg.Connection) -> Callable[..., Booka
             )
         return BookableSpecialist(person, full_name, timezone, calendar_id or "primary", Decimal(amount),
                                   currency, duration_minutes, chosen)
+    return make
+
+
+@pytest.fixture
+def booked_session(committed_db: psycopg.Connection, functions_env: FunctionsEnv) -> Callable[..., dict]:
+    """Inserts (as the superuser, committed) a confirmed session whose calendar event exists
+    on the fake Calendar API, as booking-create leaves it; returns the session row.
+    `starts_in` may be negative (a session that has started or ended)."""
+    def make(specialist: BookableSpecialist, client: Person, *, starts_in: timedelta = timedelta(days=3),
+             minutes: int = 50, **columns: Any) -> dict:
+        session_id = uuid.uuid4()
+        starts_at = (datetime.now(timezone.utc) + starts_in).replace(microsecond=0)
+        values = {"id": session_id, "specialist_id": specialist.id, "client_id": client.id, "starts_at": starts_at,
+                  "ends_at": starts_at + timedelta(minutes=minutes), "google_calendar_event_id": session_id.hex,
+                  **columns}
+        row = committed_db.execute(
+            f"insert into public.sessions ({', '.join(values)}) values ({', '.join(['%s'] * len(values))}) "
+            "returning *", list(values.values())).fetchone()
+        functions_env.server.put_event(specialist.calendar_id, {
+            "id": session_id.hex, "start": {"dateTime": row["starts_at"].isoformat()},
+            "end": {"dateTime": row["ends_at"].isoformat()}})
+        return row
     return make

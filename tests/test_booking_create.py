@@ -571,6 +571,7 @@ BAD_REQUESTS = {
     "unknown session_type": ("POST", _with(session_type="vip"), JSON, 400, "INVALID_REQUEST"),
     "special_requests a number": ("POST", _with(special_requests=7), JSON, 400, "INVALID_REQUEST"),
     "special_requests too long": ("POST", _with(special_requests="x" * 2001), JSON, 400, "INVALID_REQUEST"),
+    "special_requests with NUL": ("POST", _with(special_requests="a\u0000b"), JSON, 400, "INVALID_REQUEST"),
     "a JSON array": ("POST", b'["{specialist}"]', JSON, 400, "INVALID_REQUEST"),
     "JSON null": ("POST", b"null", JSON, 400, "INVALID_REQUEST"),
     "malformed JSON": ("POST", b'{"specialist_id": ', JSON, 400, "INVALID_REQUEST"),
