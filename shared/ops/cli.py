@@ -1,8 +1,10 @@
-"""Command line of the project: ``therapy-db migrate`` and ``therapy-db up``.
+"""Command line of the project: ``therapy-db migrate``, ``therapy-db up`` and ``therapy-db deploy``.
 
 ``up`` brings the suite up locally: the database (``DATABASE_URL`` when set,
 otherwise a local cluster under ``.local/pg`` that it starts itself), every
-migration and policy applied, and the connection URL printed.
+migration and policy applied, and the connection URL printed. ``deploy`` builds
+each function's upload folder from deploy.yaml and prints (``--run``: runs) its
+``gcloud functions deploy`` command.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from shared.ops.localpg import ClusterError, LocalCluster
 from shared.ops.migrate import REPO_ROOT, MigrationError, migrate
 
 LOCAL_DIR = REPO_ROOT / ".local" / "pg"
+BUILD_DIR = REPO_ROOT / ".local" / "deploy"  # where `deploy` builds the bundles
 
 
 def _database_url(args: argparse.Namespace) -> tuple[str, LocalCluster | None]:
@@ -77,6 +80,19 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    # Imported here: deploying needs PyYAML and packaging, which migrating and serving do not.
+    from shared.ops.deploy import DeployError, deploy
+
+    try:
+        return deploy(run=args.run, out_dir=Path(args.build_dir), only=args.functions, project=args.project,
+                      env_file=Path(args.env_file) if args.env_file else None)
+    except DeployError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="therapy-db", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="migrate this database instead of DATABASE_URL / the local one")
@@ -89,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8000, help="where the functions are served (default 8000)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the local database").set_defaults(func=cmd_down)
+    deploy = sub.add_parser("deploy", help="build each function's upload folder from deploy.yaml and print "
+                                           "(--run: run) its gcloud command")
+    deploy.add_argument("functions", nargs="*", metavar="NAME", help="only these functions (default: all)")
+    mode = deploy.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", dest="run", action="store_false", default=False,
+                      help="build and print the commands only (the default)")
+    mode.add_argument("--run", dest="run", action="store_true", help="run the gcloud commands")
+    deploy.add_argument("--project", help="Google Cloud project (default: gcloud's configured one)")
+    deploy.add_argument("--env-file", help="NAME=value lines for the non-secret settings (over the environment)")
+    deploy.add_argument("--build-dir", default=str(BUILD_DIR),
+                        help="where the bundles are built (default .local/deploy)")
+    deploy.set_defaults(func=cmd_deploy)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

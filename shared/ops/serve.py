@@ -1,5 +1,6 @@
 """Serves every function of deploy.yaml together, as Supabase does, at
-``/functions/v1/<name>``, plus ``GET /functions/v1/health``.
+``/functions/v1/<name>``, plus ``GET /functions/v1/health`` and the functions'
+OpenAPI description at ``GET /functions/v1/openapi.json`` (shared/ops/openapi.py).
 
 Each function is loaded with functions-framework's own ``create_app`` (exactly
 what ``functions-framework --source … --target …`` serves), and the apps are
@@ -88,6 +89,13 @@ def build_app(root: Path = REPO_ROOT):
     def health_endpoint():
         report, status = health()
         return flask.jsonify(report), status
+
+    @front.get(f"{PREFIX}/openapi.json")
+    def openapi_endpoint():
+        from shared.ops.openapi import document
+
+        # The servers entry points back at this very server, whatever host and port it answers on.
+        return flask.jsonify(document(server_url=flask.request.host_url.rstrip("/") + PREFIX))
 
     def dispatch(environ, start_response):
         # /functions/v1/<name>[/<rest>] reaches the function as /<rest> (its "/"),

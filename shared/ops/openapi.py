@@ -1,0 +1,392 @@
+"""The OpenAPI 3.1 description of the functions, served locally at
+``/functions/v1/openapi.json`` (shared/ops/serve.py).
+
+Limits, enumerations and error codes are read from the code that enforces them
+(shared.inputs, shared.errors, shared.booking, ...), so the document cannot drift
+from them; tests/test_openapi.py and tests/test_fuzz.py compare the rest with
+what the functions actually answer.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from shared.booking import SESSION_TYPES
+from shared.booking_cancel import MAX_REASON_LENGTH, SUCCESS_MESSAGE
+from shared.errors import (
+    SLOT_UNAVAILABLE_REASONS, AlreadyCancelled, AppError, BookingInPast, CalendarUnavailable, CancellationTooLate,
+    Forbidden, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SlotUnavailable, Unauthorized,
+    UnsupportedMediaType,
+)
+from shared.inputs import MAX_BODY_BYTES, MOMENT_YEARS
+
+OPENAPI_VERSION = "3.1.0"
+LOCAL_SERVER = "http://127.0.0.1:8000/functions/v1"
+USER_SECURITY = [{"userToken": []}]
+SERVICE_SECURITY = [{"serviceKey": []}]
+
+# The document's introduction: what holds for every function.
+DESCRIPTION = f"""\
+The booking functions of the therapy platform. Locally (`therapy-db up`) they are served together at
+`/functions/v1/<name>`, as on Supabase; deployed (`therapy-db deploy`), each is a Cloud Function at
+`https://<region>-<project>.cloudfunctions.net/<name>`.
+
+**Errors.** JSON functions answer every error as `{{"success": false, "error": CODE, "message": text}}`
+(plus `details` for some codes: `field` names the refused request field, `reason` says why a slot
+cannot be booked). The codes each operation can answer are listed with its responses.
+
+**Authentication.** `Authorization: Bearer <JWT>`. User functions take a signed-in user's Supabase
+access token (HS256 with the project's JWT secret, or ES256/RS256 from the project's JWKS; `aud`
+must be `authenticated`; the caller's role comes from their profile, never from the token).
+Service functions take the project's service key (HS256, `role: service_role`), as pg_cron sends it.
+
+**Requests.** JSON bodies must be sent as `application/json`, at most {MAX_BODY_BYTES} bytes, and hold
+exactly the documented fields: unknown fields are refused (`INVALID_REQUEST`), and a field sent as
+`null` counts as absent. Times need a UTC offset (`Z` or `±hh:mm`), in the years shown, without leap
+seconds; whole numbers are written as integers (`50`, not `50.0`).
+
+**Methods.** A method an operation does not list answers 405 with an `Allow` header
+(`METHOD_NOT_ALLOWED` for the JSON functions, a page for `token-cancel`). The JSON functions answer
+CORS preflights (`OPTIONS`) with 204.
+"""
+
+
+def _app_version() -> str:
+    try:
+        return metadata.version("therapy-booking-backend")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0.0.0"
+
+
+# -- building blocks --------------------------------------------------------------------
+
+def _error_schema(codes: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["success", "error", "message"],
+        "additionalProperties": False,
+        "properties": {
+            "success": {"const": False},
+            "error": {"enum": codes},
+            "message": {"type": "string", "minLength": 1},
+            "details": {"$ref": "#/components/schemas/ErrorDetails"},
+        },
+    }
+
+
+def _errors(*errors: tuple[type[AppError], str]) -> dict[str, Any]:
+    """Responses for the given errors, grouped by their HTTP status (read from the error classes)."""
+    by_status: dict[int, list[tuple[str, str]]] = {}
+    for error, meaning in errors:
+        by_status.setdefault(error.http_status, []).append((error.code, meaning))
+    responses = {}
+    for status, entries in sorted(by_status.items()):
+        responses[str(status)] = {
+            "description": "; ".join(f"`{code}`: {meaning}" for code, meaning in entries),
+            "content": {"application/json": {"schema": _error_schema([code for code, _ in entries])}},
+        }
+    return responses
+
+
+def _ok(description: str, schema_ref: str) -> dict[str, Any]:
+    return {"200": {"description": description,
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}}
+
+
+def _json_body(schema_ref: str, example: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    return {
+        "required": required,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"},
+                                         "example": example}},
+    }
+
+
+def _page(meaning: str) -> dict[str, Any]:
+    return {"description": meaning, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _optional(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or null (an optional field sent as null counts as absent)."""
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+# Text fields: at most `length` characters once surrounding whitespace is trimmed (the
+# functions trim before measuring), and no NUL character (PostgreSQL text cannot hold it).
+def _trimmed_text(length: int, *, required_content: bool = False) -> dict[str, Any]:
+    content = rf"[^\s\x00](?:[^\x00]{{0,{length - 2}}}[^\s\x00])?"
+    return {"type": "string", "pattern": rf"^\s*{content if required_content else f'(?:{content})?'}\s*$"}
+
+
+UNAUTHORIZED_USER = (Unauthorized, "no token, or an invalid, expired or non-user token, or no profile")
+UNAUTHORIZED_SERVICE = (Unauthorized, "no token, or not the service key")
+INVALID = (InvalidRequest, "the body is not a JSON object of the documented fields (`details.field` names "
+                           "the field refused)")
+TOO_LARGE = (PayloadTooLarge, f"the body is larger than {MAX_BODY_BYTES} bytes")
+NOT_JSON = (UnsupportedMediaType, "the body is not sent as application/json")
+INTERNAL = (InternalError, "an unexpected failure (reported to Sentry); nothing was changed")
+
+
+def document(server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI document; `server_url` is where the functions are served (…/functions/v1)."""
+    first_year, last_year = MOMENT_YEARS.start, MOMENT_YEARS.stop - 1
+    moment = {"type": "string", "format": "date-time",
+              "description": f"ISO 8601 with its UTC offset, in the years {first_year}–{last_year}"}
+    schemas: dict[str, Any] = {
+        "ErrorDetails": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "field": {"type": "string", "description": "the request field that was refused"},
+                "reason": {"enum": sorted(SLOT_UNAVAILABLE_REASONS),
+                           "description": "why the slot cannot be booked (SLOT_UNAVAILABLE)"},
+            },
+        },
+        "BookingRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["specialist_id", "starts_at"],
+            "properties": {
+                "specialist_id": {"type": "string", "format": "uuid"},
+                "starts_at": moment,
+                "duration_minutes": _optional({"type": "integer", "minimum": 15, "maximum": 240,
+                                               "description": "default: the specialist's current rate's"}),
+                "session_type": _optional({"enum": list(SESSION_TYPES), "description": "default: initial"}),
+                "special_requests": _optional({**_trimmed_text(2000),
+                                               "description": "at most 2000 characters, trimmed, no NUL"}),
+            },
+        },
+        "BookingCreated": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["success", "session_id", "booking_reference", "starts_at", "ends_at", "status",
+                         "cancel_url"],
+            "properties": {
+                "success": {"const": True},
+                "session_id": {"type": "string", "format": "uuid"},
+                "booking_reference": {"type": "string", "pattern": r"^BK-\d{4}-\d+$",
+                                      "description": "human-readable, unique; identifies, does not authorize"},
+                "starts_at": {"type": "string", "format": "date-time"},
+                "ends_at": {"type": "string", "format": "date-time"},
+                "status": {"const": "confirmed"},
+                "cancel_url": {"type": "string", "format": "uri",
+                               "description": "the session's token-cancel link, for the confirmation email"},
+            },
+        },
+        "CancelRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["booking_id", "reason"],
+            "properties": {
+                "booking_id": {"type": "string", "format": "uuid", "description": "the session's id"},
+                "reason": {**_trimmed_text(MAX_REASON_LENGTH, required_content=True),
+                           "description": f"why; at most {MAX_REASON_LENGTH} characters, trimmed, not blank, "
+                                          "no NUL"},
+            },
+        },
+        "Cancelled": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["success", "message"],
+            "properties": {"success": {"const": True}, "message": {"const": SUCCESS_MESSAGE}},
+        },
+        "CalendarSyncReport": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["success", "deleted", "failed"],
+            "properties": {
+                "success": {"const": True},
+                "deleted": {"type": "integer", "minimum": 0, "description": "calendar events deleted now"},
+                "failed": {"type": "integer", "minimum": 0, "description": "deletions that failed again"},
+                "stuck_reported": {"type": "integer", "minimum": 0,
+                                   "description": "deletions still failing a day on, reported to Sentry now"},
+            },
+        },
+        "DispatchRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "dry_run": _optional({"type": "boolean",
+                                      "description": "report what would be created, create nothing"}),
+                "horizon_days": _optional({"type": "integer", "minimum": 0, "maximum": 60,
+                                           "description": "create occurrences up to this many days ahead "
+                                                          "(default DISPATCH_HORIZON_DAYS)"}),
+            },
+        },
+        "DispatchReport": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["success", "message", "count", "bookings", "errors", "dry_run"],
+            "properties": {
+                "success": {"const": True},
+                "message": {"type": "string"},
+                "count": {"type": "integer", "minimum": 0},
+                "bookings": {"type": "array", "items": {"type": "string", "format": "uuid"},
+                             "description": "the sessions created"},
+                "errors": {
+                    "type": "array",
+                    "description": "occurrences that could not be booked, and why",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["recurring_id", "occurrence_date", "error"],
+                        "properties": {
+                            "recurring_id": {"type": "string", "format": "uuid"},
+                            "occurrence_date": {"type": "string", "format": "date"},
+                            "error": {"type": "string"},
+                        },
+                    },
+                },
+                "dry_run": {"type": "boolean"},
+            },
+        },
+    }
+
+    booking_create = {
+        "post": {
+            "operationId": "bookingCreate",
+            "summary": "A signed-in client books a session with a specialist",
+            "description": "Checks the slot (the specialist's weekly hours in their timezone, exceptions, "
+                           "minimum notice, maximum advance, both parties' sessions), creates the Google "
+                           "Calendar event and stores the confirmed session, all or nothing.",
+            "security": USER_SECURITY,
+            "requestBody": _json_body("BookingRequest", {
+                "specialist_id": "8a4f1c2e-5b6d-4e7f-9a0b-1c2d3e4f5a6b",
+                "starts_at": "2026-12-01T10:00:00+00:00",
+                "duration_minutes": 50,
+                "session_type": "initial",
+                "special_requests": "Ground floor room, please",
+            }),
+            "responses": {
+                **_ok("The session is booked", "BookingCreated"),
+                **_errors(
+                    INVALID, UNAUTHORIZED_USER,
+                    (Forbidden, "the caller is not a client"),
+                    (NotFound, "no such specialist, or the specialist has no current rate"),
+                    (SlotUnavailable, "the slot cannot be booked; `details.reason` says why"),
+                    TOO_LARGE, NOT_JSON, INTERNAL,
+                    (CalendarUnavailable, "the calendar could not be updated, so nothing was booked"),
+                ),
+            },
+        },
+    }
+    booking_cancel = {
+        "post": {
+            "operationId": "bookingCancel",
+            "summary": "The session's client or specialist (or an admin) cancels it",
+            "description": "Sets the session `cancelled` and records the cancellation, its status history "
+                           "and audit entry; the calendar event is deleted after the commit (retried by "
+                           "calendar-sync until it is). A session the caller is not part of answers "
+                           "NOT_FOUND, exactly like one that does not exist.",
+            "security": USER_SECURITY,
+            "requestBody": _json_body("CancelRequest", {
+                "booking_id": "0b5e8d3a-7c21-4f6e-8d9a-2b3c4d5e6f70",
+                "reason": "I have a conflicting appointment",
+            }),
+            "responses": {
+                **_ok("The session is cancelled", "Cancelled"),
+                **_errors(
+                    INVALID, UNAUTHORIZED_USER,
+                    (Forbidden, "anonymous accounts cannot cancel"),
+                    (NotFound, "no such session among the caller's"),
+                    (AlreadyCancelled, "the session is already cancelled"),
+                    (BookingInPast, "the session has already started"),
+                    (CancellationTooLate, "a client cancelling inside CANCELLATION_MIN_NOTICE_HOURS"),
+                    TOO_LARGE, NOT_JSON, INTERNAL,
+                ),
+            },
+        },
+    }
+    token_parameter = {
+        "name": "token", "in": "query", "required": False, "schema": {"type": "string"},
+        "description": "the signed token of the emailed link (a missing or altered one shows the invalid-link page)",
+    }
+    link_pages = {
+        "404": _page("The link is not valid (missing, altered, or revoked by a key rotation)"),
+        "409": _page("The session was already cancelled, or has already started"),
+        "429": _page("Too many invalid links from this address in the last 15 minutes"),
+        "500": _page("Something went wrong; nothing was changed"),
+    }
+    token_cancel = {
+        "get": {
+            "operationId": "tokenCancelShow",
+            "summary": "The emailed cancellation link: shows the session and a confirmation button",
+            "description": "Opening the link changes nothing (mail scanners open links): only the page's "
+                           "POST cancels. No login; the link is the credential.",
+            "security": [],
+            "parameters": [token_parameter],
+            "responses": {"200": _page("The session, and a button that cancels it"), **link_pages},
+        },
+        "post": {
+            "operationId": "tokenCancelConfirm",
+            "summary": "The confirmation page's form: cancels the session",
+            "description": "Sent by the page's button (an HTML form post). The token comes from the form, "
+                           "or else from the query string. The cancellation is recorded in the client's name.",
+            "security": [],
+            "parameters": [token_parameter],
+            "requestBody": {
+                "required": False,
+                "content": {"application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "properties": {"token": {"type": "string"}}},
+                }},
+            },
+            "responses": {"200": _page("The session is cancelled"), **link_pages},
+        },
+    }
+    calendar_sync = {
+        "post": {
+            "operationId": "calendarSync",
+            "summary": "Retries the calendar deletions that failed (service; pg_cron, every minute)",
+            "description": "Deletes every due event of a cancelled session, in batches, with backoff; "
+                           "reports to Sentry those still failing a day after the cancellation. The "
+                           "request body is ignored.",
+            "security": SERVICE_SECURITY,
+            "responses": {**_ok("What was retried", "CalendarSyncReport"),
+                          **_errors(UNAUTHORIZED_SERVICE, INTERNAL)},
+        },
+    }
+    recurring_dispatcher = {
+        "post": {
+            "operationId": "recurringDispatch",
+            "summary": "Creates the due occurrences of recurring bookings (service; pg_cron, daily)",
+            "description": "Idempotent: a second run the same day creates nothing, and overlapping runs are "
+                           "safe. One recurrence that cannot be booked never stops the others; it is "
+                           "reported in `errors`. The body may be empty.",
+            "security": SERVICE_SECURITY,
+            "requestBody": _json_body("DispatchRequest", {"dry_run": True, "horizon_days": 7}, required=False),
+            "responses": {
+                **_ok("What was dispatched (or, with dry_run, would be)", "DispatchReport"),
+                **_errors(INVALID, UNAUTHORIZED_SERVICE, TOO_LARGE, NOT_JSON, INTERNAL),
+            },
+        },
+    }
+
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": "Therapy booking functions", "version": _app_version(), "description": DESCRIPTION},
+        "servers": [
+            {"url": server_url or LOCAL_SERVER, "description": "local: therapy-db up"},
+            {"url": "https://{region}-{project}.cloudfunctions.net",
+             "description": "deployed with therapy-db deploy (deploy.yaml)",
+             "variables": {"region": {"default": "europe-west1"}, "project": {"default": "my-project"}}},
+        ],
+        "security": USER_SECURITY,
+        "paths": {
+            "/booking-create": booking_create,
+            "/token-cancel": token_cancel,
+            "/booking-cancel": booking_cancel,
+            "/calendar-sync": calendar_sync,
+            "/recurring-dispatcher": recurring_dispatcher,
+        },
+        "components": {
+            "securitySchemes": {
+                "userToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                              "description": "a signed-in user's Supabase access token"},
+                "serviceKey": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                               "description": "the project's service key (role service_role)"},
+            },
+            "schemas": schemas,
+        },
+    }

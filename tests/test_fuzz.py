@@ -1,0 +1,272 @@
+"""Property-based fuzzing of the served functions against their OpenAPI document
+(schemathesis, driven by Hypothesis).
+
+Schemathesis' engine (what its command line runs) reads the document the served
+process publishes at /functions/v1/openapi.json and, for every operation, sends
+the document's examples, its boundary cases (coverage phase) and generated
+requests, valid and invalid (fuzzing phase), to the functions served by
+``shared.ops.serve`` in a gunicorn process. It checks each answer: never a 5xx;
+status, content type and body as documented; invalid data refused; an
+undocumented method answers 405 with ``Allow``; a request without its token is
+refused (the ignored_auth check repeats authenticated requests without it).
+
+On top, around every call this module counts the rows of sessions,
+booking_cancellations, audit_log and recurring_bookings: only a 2xx answer may
+change them, and a GET never does.
+
+Requests carry valid credentials (a client's token, the service key), so bodies
+reach the functions' parsing and domain code, and valid requests sometimes get
+real ids and times (a bookable specialist and a slot in their hours, the
+client's sessions, working cancellation links), so the paths past NOT_FOUND —
+booking, cancelling — are fuzzed too. Each request comes from its own address,
+so token-cancel's limit on invalid links does not turn the run into 429s.
+
+The run is bounded (MAX_EXAMPLES per operation and phase) and prints how many
+requests it sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import psycopg
+import pytest
+import schemathesis
+from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+from psycopg.rows import dict_row
+from schemathesis.engine import Status, events, from_schema
+
+from shared.links import cancellation_token
+from shared.settings import reset_settings
+from tests.conftest import APP_TABLES
+from tests.functions_fixtures import service_token, user_token
+from tests.support import create_person
+
+MAX_EXAMPLES = 100  # per operation, generation mode and phase: bounds the run to well under two minutes
+MIN_REQUESTS = 500  # a run that sent fewer did not really fuzz the functions
+MIN_REQUESTS_PER_OPERATION = 40
+WATCHED_TABLES = ("sessions", "booking_cancellations", "audit_log", "recurring_bookings")
+USER_PATHS = ["/booking-create", "/booking-cancel"]
+SERVICE_PATHS = ["/calendar-sync", "/recurring-dispatcher"]
+# The functions refuse some schema-valid values for rules JSON Schema cannot state
+# (years 1900–2999, leap seconds, 15.0 for a whole number); the document says so in
+# words, so a 400 for "valid" data is not a finding. Invalid data must still be refused.
+DISABLED_CHECKS = ("positive_data_acceptance",)
+
+
+@dataclass
+class World:
+    """The rows generated requests may point at, and what the run saw."""
+
+    database_url: str
+    client_token: str = ""
+    specialist_ids: list[str] = field(default_factory=list)
+    session_ids: list[str] = field(default_factory=list)
+    link_tokens: list[str] = field(default_factory=list)
+    requests: Counter = field(default_factory=Counter)  # by documented operation
+    answers: Counter = field(default_factory=Counter)  # by (method and path sent, status)
+    writes_by_refused_requests: list[str] = field(default_factory=list)
+
+    def counts(self) -> tuple[int, ...]:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            return conn.execute("select " + ", ".join(
+                f"(select count(*) from public.{table})" for table in WATCHED_TABLES)).fetchone()
+
+
+@pytest.fixture(scope="module")
+def world(database_url: str, served_functions) -> Any:
+    """A client with three upcoming sessions, and a specialist bookable around the clock."""
+    world = World(database_url)
+    link_secret = served_functions.environment["CANCELLATION_LINK_SECRET"]
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+        client = create_person(conn, "client", full_name="Fuzz Client", timezone="Europe/London")
+        specialist = create_person(conn, "specialist", full_name="Fuzz Specialist", timezone="UTC")
+        conn.execute(
+            """insert into public.specialist_rates (specialist_id, amount, currency, duration_minutes, effective_from)
+               values (%s, %s, 'EUR', 50, now() - interval '30 days')""", [specialist.id, Decimal("90.00")])
+        for day in range(7):
+            conn.execute("""insert into public.availability_windows (specialist_id, day_of_week, start_time, end_time)
+                            values (%s, %s, '00:00', '23:59')""", [specialist.id, day])
+        first = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=40)
+        sessions = []
+        for offset in range(7):  # beyond booking's 30-day horizon: no generated booking collides with them
+            starts = first + timedelta(hours=offset)
+            sessions.append(str(conn.execute(
+                """insert into public.sessions (specialist_id, client_id, starts_at, ends_at)
+                   values (%s, %s, %s, %s) returning id""",
+                [specialist.id, client.id, starts, starts + timedelta(minutes=50)]).fetchone()["id"]))
+    world.client_token = user_token(client)
+    world.specialist_ids = [str(specialist.id)]
+    world.session_ids = sessions[:3]  # for booking-cancel
+    # Links for token-cancel: two to open (GET), two to confirm (POST), so a confirmation never hides the page.
+    world.link_tokens = [_link_token(link_secret, uuid.UUID(session)) for session in sessions[3:]]
+    try:
+        yield world
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("set session_replication_role = replica")  # skips the append-only triggers
+            conn.execute(f"truncate {', '.join(APP_TABLES)}, auth.users cascade")
+            conn.execute("set session_replication_role = origin")
+            conn.execute("truncate private.cancel_link_failures, private.calendar_deletions")
+
+
+def _link_token(secret: str, session_id: uuid.UUID) -> str:
+    """The session's link as the served functions (with their secret) make it."""
+    with mock.patch.dict(os.environ, {"CANCELLATION_LINK_SECRET": secret}):
+        reset_settings()
+        try:
+            return cancellation_token(session_id)
+        finally:
+            reset_settings()
+
+
+# -- what schemathesis is told: credentials, real ids, and a watch on the database ------
+
+def _bearer_provider(token) -> type:
+    class Bearer:
+        def get(self, case, ctx):
+            return token()
+
+        def set(self, case, data, ctx):
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+    return Bearer
+
+
+def _real_values(world: World, path: str, method: str) -> dict[str, st.SearchStrategy]:
+    """Strategies of real values for the fields of a valid request to `path`."""
+    # Whole hours two to 25 days ahead, early enough that even a four-hour session ends that day (UTC).
+    slots = st.builds(lambda days, hour: (datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+                                          + timedelta(days=days, hours=hour)).isoformat(),
+                      st.integers(2, 25), st.integers(0, 19))
+    return {
+        "/booking-create": {"specialist_id": st.sampled_from(world.specialist_ids), "starts_at": slots},
+        "/booking-cancel": {"booking_id": st.sampled_from(world.session_ids)},
+        "/token-cancel": {"token": st.sampled_from(world.link_tokens[:2] if method.upper() == "GET"
+                                                   else world.link_tokens[2:])},
+    }.get(path, {})
+
+
+def _register(world: World) -> None:
+    schemathesis.auth().apply_to(path=USER_PATHS)(_bearer_provider(lambda: world.client_token))
+    schemathesis.auth().apply_to(path=SERVICE_PATHS)(_bearer_provider(service_token))
+    addresses = (f"198.51.{n // 250 % 250}.{n % 250 + 1}" for n in itertools.count())
+    before: dict[str, tuple[int, ...]] = {}
+
+    @schemathesis.hook
+    def flatmap_case(ctx, case):
+        """Valid requests sometimes name real rows, so that they get past NOT_FOUND."""
+        real = _real_values(world, case.operation.path, case.operation.method)
+        positive = case.meta is None or not case.meta.generation.mode.is_negative
+        if not real or not positive:
+            return st.just(case)
+        container = "query" if case.operation.method.upper() == "GET" else "body"
+        fields = getattr(case, container)
+        if not isinstance(fields, dict):
+            return st.just(case)
+
+        def with_real(values: dict) -> Any:
+            changed = case.derive(keep_auth=True)
+            setattr(changed, container, {**fields, **values})
+            return changed
+
+        return st.one_of(st.just(case), st.fixed_dictionaries(real).map(with_real))
+
+    @schemathesis.hook
+    def before_call(ctx, case, kwargs):
+        # Each request from its own address: token-cancel limits invalid links per address.
+        case.headers = {**(case.headers or {}), "X-Forwarded-For": next(addresses)}
+        before[case.id] = world.counts()
+
+    @schemathesis.hook
+    def after_call(ctx, case, response):
+        method = (response.request.method or case.operation.method).upper()
+        world.requests[f"{case.operation.method.upper()} {case.operation.path}"] += 1
+        world.answers[(f"{method} {case.operation.path}", response.status_code)] += 1
+        counted_before, counted_after = before.pop(case.id, None), world.counts()
+        if counted_before is None or counted_before == counted_after:
+            return
+        if not 200 <= response.status_code < 300 or method == "GET":
+            changed = {table: (was, now) for table, was, now in zip(WATCHED_TABLES, counted_before, counted_after)
+                       if was != now}
+            world.writes_by_refused_requests.append(
+                f"{method} {case.operation.path} answered {response.status_code} and changed rows {changed}: "
+                f"body {str(case.body)[:200]!r}, query {case.query!r}")
+
+
+def _unregister() -> None:
+    schemathesis.hooks.unregister_all()
+    schemathesis.auths.unregister()
+
+
+@pytest.fixture(scope="module")
+def served_schema(served_functions, world: World):
+    """The document the served process publishes, loaded by schemathesis with the run's bounds."""
+    with urllib.request.urlopen(f"{served_functions.base_url}/openapi.json", timeout=10) as answer:
+        document = json.load(answer)
+    config = schemathesis.Config.from_dict({
+        "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "database": "none"},
+        "phases": {"stateful": {"enabled": False}},
+        "checks": {name: {"enabled": False} for name in DISABLED_CHECKS},
+    })
+    schema = schemathesis.openapi.from_dict(document, config=config)
+    schema.config.update(base_url=served_functions.base_url)
+    return schema
+
+
+def _failures(event: events.ScenarioFinished) -> list[str]:
+    found = []
+    for checks in event.recorder.checks.values():
+        for check in checks:
+            if check.status == Status.FAILURE and check.failure_info is not None:
+                failure = check.failure_info.failure
+                found.append(f"{event.label} ({event.phase.value}): {check.name}: {failure.title}\n"
+                             f"  {failure.message.strip()[:600]}\n  reproduce: {check.failure_info.code_sample}")
+    return found
+
+
+def test_fuzzing_finds_no_failure_and_refused_requests_write_nothing(served_schema, world: World, capsys,
+                                                                     tmp_path: Path):
+    failures: list[str] = []
+    _register(world)
+    set_hypothesis_home_dir(tmp_path)  # Hypothesis' caches stay out of the repository
+    try:
+        for event in from_schema(served_schema).execute():
+            if isinstance(event, events.ScenarioFinished) and event.status in (Status.FAILURE, Status.ERROR):
+                failures.extend(_failures(event) or [f"{event.label} ({event.phase.value}): {event.status.value}"])
+            elif isinstance(event, (events.FatalError, events.NonFatalError)):
+                failures.append(f"schemathesis error: {getattr(event, 'info', event)}")
+    finally:
+        _unregister()
+        set_hypothesis_home_dir(None)
+
+    total = sum(world.requests.values())
+    statuses = Counter()
+    for (_, status), count in world.answers.items():
+        statuses[status] += count
+    with capsys.disabled():
+        print(f"\nfuzz: {total} requests sent; by operation {dict(world.requests)}; "
+              f"answers by status {dict(sorted(statuses.items()))}")
+    assert not failures, "\n".join(dict.fromkeys(failures))
+    assert [status for status in statuses if status >= 500] == []
+    assert world.writes_by_refused_requests == []
+    documented = {f"{method.upper()} {path}" for path, item in served_schema.raw_schema["paths"].items()
+                  for method in item}
+    assert {label for label in documented if world.requests[label] < MIN_REQUESTS_PER_OPERATION} == set(), \
+        world.requests
+    assert total >= MIN_REQUESTS
+    # The real ids and slots did their job: bookings and cancellations went through.
+    assert {label for (label, status) in world.answers if status == 200} >= {
+        "POST /booking-create", "POST /booking-cancel", "GET /token-cancel", "POST /token-cancel"}

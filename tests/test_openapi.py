@@ -1,0 +1,477 @@
+"""The OpenAPI document (shared/ops/openapi.py, served at /functions/v1/openapi.json)
+is kept true by comparing it with what the functions do:
+
+- it is valid OpenAPI 3.1, served by the local run, with a path for every
+  function of deploy.yaml and none other;
+- every outcome it documents (operation, status, error code) is produced by a
+  request in SCENARIOS below, and every scenario's answer is one the document
+  lists, with the documented content type and body schema;
+- the required fields of each JSON body are exactly those the function refuses
+  when missing; every documented field is accepted; an undocumented field is
+  refused;
+- a method the document does not list answers 405 with an Allow header naming
+  exactly the documented methods.
+
+Requests go to the served process (shared.ops.serve in gunicorn), except the
+few outcomes that need other settings (a database that is not configured, a
+notice period), which go through functions-framework's app of the same function
+in this process.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import functions_framework
+import jsonschema_rs
+import psycopg
+import pytest
+import schemathesis
+
+from shared.links import cancellation_url
+from shared.ops.openapi import document as build_document
+from shared.ops.serve import load_deploy
+from tests.functions_fixtures import (
+    Answer, AppClient, BookableSpecialist, FunctionClient, FunctionsEnv, ServedClient, bearer, fetch,
+    service_bearer,
+)
+from tests.support import Person, create_person
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS = {spec.name: spec for spec in load_deploy(REPO_ROOT / "deploy.yaml")}
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+JSON_HEADERS = {"Content-Type": "application/json"}
+PAGE_TITLES = {
+    "confirm": "Cancel this session?",
+    "cancelled": "Your session is cancelled",
+    "already cancelled": "This session was already cancelled",
+    "started": "This session can no longer be cancelled",
+    "invalid": "This cancellation link is not valid",
+    "too many attempts": "Too many attempts",
+    "error": "Something went wrong",
+}
+
+
+@pytest.fixture(scope="module")
+def served_document(served_functions) -> dict[str, Any]:
+    answer = fetch(f"{served_functions.base_url}/openapi.json")
+    assert answer.status == 200 and answer.header("Content-Type") == "application/json"
+    return answer.json()
+
+
+# -- what a scenario acts with -------------------------------------------------------------------
+
+@dataclass
+class Scene:
+    """A client, a bookable specialist and the functions (served, and as apps in this process)."""
+
+    env: FunctionsEnv
+    db: psycopg.Connection
+    client: Person
+    specialist: BookableSpecialist
+    base_url: str
+    apps: dict[str, Any]
+
+    def served(self, name: str) -> FunctionClient:
+        return ServedClient(self.base_url, name)
+
+    def app(self, name: str, **settings: str | None) -> FunctionClient:
+        """The function as functions-framework's app in this process, with these settings changed."""
+        self.env.set(**settings)
+        return AppClient(self.apps[name])
+
+    def session(self, *, starts_in: timedelta = timedelta(days=5), cancelled: bool = False) -> uuid.UUID:
+        starts_at = datetime.now(timezone.utc).replace(microsecond=0) + starts_in
+        session_id = self.db.execute(
+            """insert into public.sessions (specialist_id, client_id, starts_at, ends_at)
+               values (%s, %s, %s, %s) returning id""",
+            [self.specialist.id, self.client.id, starts_at, starts_at + timedelta(minutes=50)]).fetchone()["id"]
+        if cancelled:
+            self.db.execute("insert into public.booking_cancellations (booking_id, cancelled_by, reason) "
+                            "values (%s, %s, 'scenario')", [session_id, self.client.id])
+        return session_id
+
+    def link(self, session_id: uuid.UUID) -> str:
+        """The query string of the session's cancellation link."""
+        return urlsplit(cancellation_url(session_id)).query
+
+    def book(self, **fields: Any) -> dict[str, Any]:
+        return {"specialist_id": str(self.specialist.id),
+                "starts_at": self.specialist.slot(days_ahead=3, local_time="10:00").isoformat(), **fields}
+
+
+@pytest.fixture(scope="module")
+def apps() -> dict[str, Any]:
+    return {name: functions_framework.create_app(spec.entry_point, str(REPO_ROOT / spec.source / "main.py"))
+            for name, spec in FUNCTIONS.items()}
+
+
+@pytest.fixture
+def scene(functions_env: FunctionsEnv, committed_db: psycopg.Connection, bookable_specialist, served_functions,
+          apps) -> Scene:
+    client = create_person(committed_db, "client", full_name="Alice Client", timezone="Europe/London")
+    return Scene(functions_env, committed_db, client, bookable_specialist(), served_functions.base_url, apps)
+
+
+# -- the scenarios: one request each, and the outcome it must have --------------------------------
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str
+    method: str
+    status: int
+    outcome: str  # JSON: the error code, or "success"; HTML: the page (a PAGE_TITLES key)
+    act: Callable[[Scene], Answer]
+
+    @property
+    def documented_as(self) -> tuple[str, str, int, str | None]:
+        """What the document can say of it: pages are told apart by status only."""
+        return (self.path, self.method, self.status, None if self.outcome in PAGE_TITLES else self.outcome)
+
+
+def _post(name: str, payload: Any = None, *, headers: dict[str, str] | None = None, body: str | None = None,
+          content_type: str = "application/json", via: Callable[[Scene], FunctionClient] | None = None):
+    def act(scene: Scene) -> Answer:
+        client = via(scene) if via else scene.served(name)
+        sent = body if body is not None else json.dumps(payload(scene) if callable(payload) else payload)
+        found = headers(scene) if callable(headers) else headers
+        return client.request("POST", body=sent, headers={"Content-Type": content_type, **(found or {})})
+    return act
+
+
+def _as_client(scene: Scene) -> dict[str, str]:
+    return bearer(scene.client)
+
+
+def _as_specialist(scene: Scene) -> dict[str, str]:
+    return bearer(scene.specialist.person)
+
+
+def _as_service(scene: Scene) -> dict[str, str]:
+    return service_bearer()
+
+
+def _calendar_down(scene: Scene) -> Answer:
+    scene.env.server.fail(503, times=None, method="POST", path_prefix="/calendar/v3/calendars/")
+    return scene.served("booking-create").post_json(scene.book(), headers=bearer(scene.client))
+
+
+def _link(kind: str, method: str) -> Callable[[Scene], Answer]:
+    """Opens (GET) or confirms (POST) a cancellation link of the given kind."""
+    def send(scene: Scene, client: FunctionClient, query: str, address: str | None = None) -> Answer:
+        if method == "GET":
+            return client.request("GET", query=query, address=address)
+        token = query.partition("=")[2]
+        return client.request("POST", query=query, body=urlencode({"token": token}), address=address,
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    def act(scene: Scene) -> Answer:
+        if kind == "error":
+            return send(scene, scene.app("token-cancel", CANCELLATION_LINK_SECRET=None), "token=forged")
+        if kind == "invalid":
+            return send(scene, scene.served("token-cancel"), "token=forged")
+        if kind == "too many attempts":
+            address = f"203.0.113.{uuid.uuid4().int % 250 + 1}"
+            for _ in range(10):
+                assert send(scene, scene.served("token-cancel"), "token=forged", address).status == 404
+            return send(scene, scene.served("token-cancel"), "token=forged", address)
+        starts_in = timedelta(minutes=-5) if kind == "started" else timedelta(days=5)
+        session_id = scene.session(starts_in=starts_in, cancelled=kind == "already cancelled")
+        return send(scene, scene.served("token-cancel"), scene.link(session_id))
+    return act
+
+
+def _unconfigured_database(name: str) -> Callable[[Scene], FunctionClient]:
+    return lambda scene: scene.app(name, DATABASE_URL=None)
+
+
+TOO_LARGE = json.dumps({"reason": "x" * 70_000})
+CANCEL = lambda scene, **fields: {"booking_id": str(scene.session()), "reason": "I am ill", **fields}  # noqa: E731
+
+SCENARIOS = {
+    # booking-create
+    "booking a free slot": Scenario("/booking-create", "post", 200, "success",
+                                    _post("booking-create", lambda s: s.book(), headers=_as_client)),
+    "booking with an unknown field": Scenario("/booking-create", "post", 400, "INVALID_REQUEST",
+                                              _post("booking-create", lambda s: s.book(room=2), headers=_as_client)),
+    "booking without a token": Scenario("/booking-create", "post", 401, "UNAUTHORIZED",
+                                        _post("booking-create", lambda s: s.book())),
+    "a specialist booking": Scenario("/booking-create", "post", 403, "FORBIDDEN",
+                                     _post("booking-create", lambda s: s.book(), headers=_as_specialist)),
+    "booking an unknown specialist": Scenario(
+        "/booking-create", "post", 404, "NOT_FOUND",
+        _post("booking-create", lambda s: s.book(specialist_id=str(uuid.uuid4())), headers=_as_client)),
+    "booking too soon": Scenario(
+        "/booking-create", "post", 409, "SLOT_UNAVAILABLE",
+        _post("booking-create", lambda s: s.book(starts_at=s.specialist.slot(days_ahead=0, local_time="23:00")
+                                                 .isoformat()), headers=_as_client)),
+    "booking with a huge body": Scenario("/booking-create", "post", 413, "PAYLOAD_TOO_LARGE",
+                                         _post("booking-create", body=TOO_LARGE, headers=_as_client)),
+    "booking with a form body": Scenario(
+        "/booking-create", "post", 415, "UNSUPPORTED_MEDIA_TYPE",
+        _post("booking-create", body="specialist_id=1", content_type="application/x-www-form-urlencoded",
+              headers=_as_client)),
+    "booking with no database configured": Scenario(
+        "/booking-create", "post", 500, "INTERNAL_ERROR",
+        _post("booking-create", lambda s: s.book(), headers=_as_client, via=_unconfigured_database("booking-create"))),
+    "booking while the calendar is down": Scenario("/booking-create", "post", 503, "CALENDAR_UNAVAILABLE",
+                                                   _calendar_down),
+    # booking-cancel
+    "cancelling an upcoming session": Scenario("/booking-cancel", "post", 200, "success",
+                                               _post("booking-cancel", CANCEL, headers=_as_client)),
+    "cancelling without a reason": Scenario(
+        "/booking-cancel", "post", 400, "INVALID_REQUEST",
+        _post("booking-cancel", lambda s: {"booking_id": str(s.session())}, headers=_as_client)),
+    "cancelling without a token": Scenario("/booking-cancel", "post", 401, "UNAUTHORIZED",
+                                           _post("booking-cancel", CANCEL)),
+    "an anonymous account cancelling": Scenario(
+        "/booking-cancel", "post", 403, "FORBIDDEN",
+        _post("booking-cancel", CANCEL, headers=lambda s: bearer(s.client, is_anonymous=True))),
+    "cancelling an unknown session": Scenario(
+        "/booking-cancel", "post", 404, "NOT_FOUND",
+        _post("booking-cancel", {"booking_id": str(uuid.uuid4()), "reason": "ill"}, headers=_as_client)),
+    "cancelling twice": Scenario(
+        "/booking-cancel", "post", 409, "ALREADY_CANCELLED",
+        _post("booking-cancel", lambda s: {"booking_id": str(s.session(cancelled=True)), "reason": "ill"},
+              headers=_as_client)),
+    "cancelling a session that started": Scenario(
+        "/booking-cancel", "post", 409, "BOOKING_IN_PAST",
+        _post("booking-cancel", lambda s: {"booking_id": str(s.session(starts_in=timedelta(minutes=-5))),
+                                           "reason": "ill"}, headers=_as_client)),
+    "a client cancelling inside the notice period": Scenario(
+        "/booking-cancel", "post", 409, "CANCELLATION_TOO_LATE",
+        _post("booking-cancel", CANCEL, headers=_as_client,
+              via=lambda s: s.app("booking-cancel", CANCELLATION_MIN_NOTICE_HOURS="1000"))),
+    "cancelling with a huge body": Scenario("/booking-cancel", "post", 413, "PAYLOAD_TOO_LARGE",
+                                            _post("booking-cancel", body=TOO_LARGE, headers=_as_client)),
+    "cancelling with a text body": Scenario(
+        "/booking-cancel", "post", 415, "UNSUPPORTED_MEDIA_TYPE",
+        _post("booking-cancel", body="cancel", content_type="text/plain", headers=_as_client)),
+    "cancelling with no database configured": Scenario(
+        "/booking-cancel", "post", 500, "INTERNAL_ERROR",
+        _post("booking-cancel", {"booking_id": str(uuid.uuid4()), "reason": "ill"}, headers=_as_client,
+              via=_unconfigured_database("booking-cancel"))),
+    # token-cancel
+    **{f"{'opening' if method == 'GET' else 'confirming'} a link: {kind}": Scenario(
+        "/token-cancel", method.lower(), status, page, _link(kind, method))
+       for method, first in (("GET", "confirm"), ("POST", "cancelled"))
+       for kind, status, page in ((first, 200, first), ("invalid", 404, "invalid"),
+                                  ("already cancelled", 409, "already cancelled"), ("started", 409, "started"),
+                                  ("too many attempts", 429, "too many attempts"), ("error", 500, "error"))},
+    # calendar-sync
+    "the scheduler retrying deletions": Scenario("/calendar-sync", "post", 200, "success",
+                                                 _post("calendar-sync", {}, headers=_as_service)),
+    "retrying deletions as a user": Scenario("/calendar-sync", "post", 401, "UNAUTHORIZED",
+                                             _post("calendar-sync", {}, headers=_as_client)),
+    "retrying deletions with no database configured": Scenario(
+        "/calendar-sync", "post", 500, "INTERNAL_ERROR",
+        _post("calendar-sync", {}, headers=_as_service, via=_unconfigured_database("calendar-sync"))),
+    # recurring-dispatcher
+    "the scheduler dispatching": Scenario("/recurring-dispatcher", "post", 200, "success",
+                                          _post("recurring-dispatcher", {"dry_run": True}, headers=_as_service)),
+    "dispatching too far ahead": Scenario("/recurring-dispatcher", "post", 400, "INVALID_REQUEST",
+                                          _post("recurring-dispatcher", {"horizon_days": 61}, headers=_as_service)),
+    "dispatching without the service key": Scenario("/recurring-dispatcher", "post", 401, "UNAUTHORIZED",
+                                                    _post("recurring-dispatcher", {}, headers=_as_client)),
+    "dispatching with a huge body": Scenario("/recurring-dispatcher", "post", 413, "PAYLOAD_TOO_LARGE",
+                                             _post("recurring-dispatcher", body=TOO_LARGE, headers=_as_service)),
+    "dispatching with a text body": Scenario(
+        "/recurring-dispatcher", "post", 415, "UNSUPPORTED_MEDIA_TYPE",
+        _post("recurring-dispatcher", body="go", content_type="text/plain", headers=_as_service)),
+    "dispatching with no database configured": Scenario(
+        "/recurring-dispatcher", "post", 500, "INTERNAL_ERROR",
+        _post("recurring-dispatcher", {}, headers=_as_service, via=_unconfigured_database("recurring-dispatcher"))),
+}
+
+
+# -- reading the document ----------------------------------------------------------------------------
+
+def documented_outcomes(document: dict[str, Any]) -> set[tuple[str, str, int, str | None]]:
+    """(path, method, status, error code / "success" / None for a page) for every documented answer."""
+    outcomes = set()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                for media, content in response["content"].items():
+                    if media != "application/json":
+                        outcomes.add((path, method, int(status), None))
+                    elif "$ref" in content["schema"]:
+                        outcomes.add((path, method, int(status), "success"))
+                    else:
+                        outcomes.update((path, method, int(status), code)
+                                        for code in content["schema"]["properties"]["error"]["enum"])
+    return outcomes
+
+
+def assert_documented(document: dict[str, Any], path: str, method: str, answer: Answer) -> None:
+    """The answer is one the document lists for the operation, with its content type and schema."""
+    responses = document["paths"][path][method]["responses"]
+    assert str(answer.status) in responses, f"{method.upper()} {path} answered {answer.status}, not documented"
+    (media, content), = responses[str(answer.status)]["content"].items()
+    assert (answer.header("Content-Type") or "").split(";")[0] == media
+    if media == "application/json":
+        root = {**content["schema"], "components": document["components"]}
+        validator = jsonschema_rs.Draft202012Validator(root, validate_formats=True)
+        errors = [f"{'/'.join(map(str, error.instance_path))}: {error.message}"
+                  for error in validator.iter_errors(answer.json())]
+        assert errors == [], answer.json()
+
+
+def _page_title(answer: Answer) -> str:
+    match = re.search(r"<h1>(.*?)</h1>", answer.text, re.S)
+    assert match, answer.text[:300]
+    return html.unescape(match.group(1))
+
+
+# -- the tests -----------------------------------------------------------------------------------------
+
+def test_document_is_valid_openapi_3_1_and_served_by_the_local_run(served_document, served_functions):
+    assert served_document["openapi"] == "3.1.0"
+    schemathesis.openapi.from_dict(served_document).validate()
+    assert served_document == json.loads(json.dumps(build_document(served_functions.base_url)))
+    assert served_document["servers"][0]["url"] == served_functions.base_url
+
+
+def test_every_function_of_deploy_yaml_has_a_path_and_no_other_path_exists(served_document):
+    assert set(served_document["paths"]) == {f"/{name}" for name in FUNCTIONS}
+
+
+def test_every_documented_outcome_is_produced_by_a_scenario(served_document):
+    produced = {scenario.documented_as for scenario in SCENARIOS.values()}
+    documented = documented_outcomes(served_document)
+    assert documented - produced == set(), "documented but never produced"
+    assert produced - documented == set(), "produced but not documented"
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario_answers_as_documented(name: str, scene: Scene, served_document):
+    scenario = SCENARIOS[name]
+    answer = scenario.act(scene)
+    assert_documented(served_document, scenario.path, scenario.method, answer)
+    if scenario.outcome in PAGE_TITLES:
+        assert (answer.status, _page_title(answer)) == (scenario.status, PAGE_TITLES[scenario.outcome])
+    elif scenario.outcome == "success":
+        assert (answer.status, answer.json()["success"]) == (scenario.status, True)
+    else:
+        assert (answer.status, answer.json()["error"]) == (scenario.status, scenario.outcome), answer.json()
+
+
+def _json_operations(document: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(path, method) for path, item in document["paths"].items() for method, operation in item.items()
+            if "application/json" in operation.get("requestBody", {}).get("content", {})]
+
+
+def _body_schema(document: dict[str, Any], path: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    content = document["paths"][path][method]["requestBody"]["content"]["application/json"]
+    name = content["schema"]["$ref"].rpartition("/")[2]
+    return document["components"]["schemas"][name], content["example"]
+
+
+CREDENTIALS = {"/booking-create": _as_client, "/booking-cancel": _as_client,
+               "/recurring-dispatcher": _as_service, "/calendar-sync": _as_service}
+
+
+def _send(scene: Scene, path: str, body: dict[str, Any]) -> Answer:
+    return scene.served(path.strip("/")).post_json(body, headers=CREDENTIALS[path](scene))
+
+
+def test_every_json_body_is_documented_with_an_example_of_every_field(served_document):
+    operations = _json_operations(served_document)
+    assert {path for path, _ in operations} == {"/booking-create", "/booking-cancel", "/recurring-dispatcher"}
+    for path, method in operations:
+        schema, example = _body_schema(served_document, path, method)
+        assert schema["additionalProperties"] is False
+        assert set(example) == set(schema["properties"]), path
+
+
+def _required_fields() -> list[tuple[str, str]]:
+    document = build_document()
+    return [(path, field) for path, method in _json_operations(document)
+            for field in _body_schema(document, path, method)[0].get("required", [])]
+
+
+@pytest.mark.parametrize("path, field", _required_fields())
+def test_a_documented_required_field_is_refused_when_missing(path: str, field: str, scene: Scene,
+                                                             served_document):
+    schema, example = _body_schema(served_document, path, "post")
+    answer = _send(scene, path, {key: value for key, value in example.items() if key != field})
+    assert answer.status == 400, answer.json()
+    assert answer.json()["error"] == "INVALID_REQUEST"
+    assert answer.json()["details"] == {"field": field}
+
+
+@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher"])
+def test_only_the_documented_required_fields_are_needed_and_every_documented_field_is_accepted(
+        path: str, scene: Scene, served_document):
+    schema, example = _body_schema(served_document, path, "post")
+    required_only = {key: value for key, value in example.items() if key in schema.get("required", [])}
+    for body in (required_only, example):
+        answer = _send(scene, path, body)
+        # Past parsing: the example's ids name nothing here, so NOT_FOUND is as far as they go.
+        assert answer.status in (200, 404), (body, answer.json())
+        assert_documented(served_document, path, "post", answer)
+
+
+@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher"])
+def test_an_undocumented_field_is_refused(path: str, scene: Scene, served_document):
+    _, example = _body_schema(served_document, path, "post")
+    answer = _send(scene, path, {**example, "notes_for_admin": "hello"})
+    assert (answer.status, answer.json()["error"]) == (400, "INVALID_REQUEST")
+    assert answer.json()["details"] == {"field": "notes_for_admin"}
+
+
+@pytest.mark.parametrize("path, field", [("/booking-create", "special_requests"), ("/booking-cancel", "reason")])
+def test_text_with_a_nul_character_is_refused_as_documented_not_a_server_error(path: str, field: str, scene: Scene,
+                                                                              served_document):
+    """The document excludes NUL from text fields: PostgreSQL text cannot hold it."""
+    schema, example = _body_schema(served_document, path, "post")
+    assert "\\x00" in schema["properties"][field]["pattern"]
+    body = {**example, field: "first line\x00second line"}
+    if path == "/booking-create":
+        body = scene.book(**{field: body[field]})  # a bookable slot: only the text can be refused
+    else:
+        body["booking_id"] = str(scene.session())
+    answer = _send(scene, path, body)
+    assert (answer.status, answer.json().get("error"), answer.json().get("details")) == (
+        400, "INVALID_REQUEST", {"field": field})
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_an_undocumented_method_answers_405_allowing_exactly_the_documented_ones(name: str, scene: Scene,
+                                                                                served_document):
+    documented = {method.upper() for method in served_document["paths"][f"/{name}"] if method in HTTP_METHODS}
+    for method in ("PUT", "DELETE", "PATCH"):
+        answer = scene.served(name).request(method, headers=JSON_HEADERS, body="{}")
+        assert answer.status == 405
+        assert {allowed.strip() for allowed in answer.header("Allow").split(",")} == documented
+        if name == "token-cancel":
+            assert answer.header("Content-Type").startswith("text/html")
+        else:
+            assert answer.json()["error"] == "METHOD_NOT_ALLOWED"
+
+
+def test_token_cancel_documents_its_token_as_its_only_parameter(served_document):
+    for method, operation in served_document["paths"]["/token-cancel"].items():
+        assert [(p["name"], p["in"]) for p in operation["parameters"]] == [("token", "query")], method
+        assert operation["security"] == []
+    form = served_document["paths"]["/token-cancel"]["post"]["requestBody"]["content"]
+    assert list(form) == ["application/x-www-form-urlencoded"]
+
+
+def test_user_and_service_functions_document_their_credentials(served_document):
+    security = {path: item["post"]["security"] for path, item in served_document["paths"].items() if "post" in item}
+    assert security == {"/booking-create": [{"userToken": []}], "/booking-cancel": [{"userToken": []}],
+                        "/calendar-sync": [{"serviceKey": []}], "/recurring-dispatcher": [{"serviceKey": []}],
+                        "/token-cancel": []}
+    schemes = served_document["components"]["securitySchemes"]
+    assert {name: (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) for name, scheme in schemes.items()} == {
+        "userToken": ("http", "bearer", "JWT"), "serviceKey": ("http", "bearer", "JWT")}
