@@ -18,6 +18,7 @@ from shared import calendar, db, monitoring
 
 log = logging.getLogger("functions")
 
+CREATION_CHUNK = 500  # sessions whose events are created per locked round
 MAX_BACKOFF = timedelta(hours=1)
 
 
@@ -70,6 +71,14 @@ def attempt_deletion(session_id: uuid.UUID) -> bool:
     return error is None
 
 
+def run_job() -> dict[str, int]:
+    """The calendar-sync job: due deletions, then events still to create (made by a
+    dispatch while the calendar was failing), then the report of stuck deletions."""
+    deletions = process_due()
+    creations = create_pending_events()
+    return {**deletions, "events_created": creations["created"], "events_failed": creations["failed"]}
+
+
 def process_due(limit: int = 500) -> dict[str, int]:
     """The retry job: every due deletion, in batches; returns how many succeeded and failed."""
     gateway = calendar.get_gateway()
@@ -111,3 +120,41 @@ def report_stuck() -> int:
             function="calendar-sync",
         )
     return len(stuck)
+
+
+def create_pending_events(limit: int = 100_000) -> dict[str, int]:
+    """Creates the events of confirmed future sessions that have none yet, in
+    locked chunks (a cancellation waits for its session's chunk, so an event is
+    never created after its session was cancelled)."""
+    gateway = calendar.get_gateway()
+    totals = {"created": 0, "failed": 0}
+    if not gateway.enabled:
+        return totals
+    while totals["created"] + totals["failed"] < limit:
+        with db.transaction() as conn:
+            pending = conn.execute(
+                """select s.id, s.google_calendar_event_id, s.starts_at, s.ends_at, s.booking_reference,
+                          coalesce(p.google_calendar_id, 'primary') as calendar_id, p.email
+                   from public.sessions s join public.profiles p on p.id = s.specialist_id
+                   where s.calendar_synced_at is null and s.google_calendar_event_id is not null
+                     and s.status = 'confirmed' and s.starts_at > now()
+                   order by s.starts_at
+                   limit %s
+                   for update of s skip locked""",
+                [CREATION_CHUNK],
+            ).fetchall()
+            if not pending:
+                break
+            results = gateway.create_events_batch([
+                calendar.CalendarSession(id=r["id"], calendar_id=r["calendar_id"], starts_at=r["starts_at"],
+                                         ends_at=r["ends_at"], booking_reference=r["booking_reference"],
+                                         specialist_email=r["email"])
+                for r in pending
+            ])
+            done = [r["id"] for r, result in zip(pending, results) if result.ok]
+            conn.execute("update public.sessions set calendar_synced_at = now() where id = any(%s)", [done])
+            totals["created"] += len(done)
+            totals["failed"] += len(pending) - len(done)
+            if len(done) < len(pending):
+                break  # the calendar is failing: the job retries later
+    return totals

@@ -6,7 +6,7 @@
  * - dispatch-recurring: daily at 02:00, the recurring-bookings dispatcher;
  * - calendar-sync: every minute, retries calendar deletions that failed;
  * - cleanup-job-history: daily, forgets pg_cron run details and HTTP answers
- *   older than 7 days.
+ *   older than 7 days (and, on plain PostgreSQL, the stand-in's sent requests).
  */
 
 do $$
@@ -15,12 +15,21 @@ begin
     raise notice 'pg_cron is not installed in this database; no jobs scheduled.';
     return;
   end if;
+  -- Ten minutes: a dispatch of a million recurrences takes about two.
   perform cron.schedule('dispatch-recurring', '0 2 * * *',
-    $job$select private.call_function('recurring-dispatcher')$job$);
+    $job$select private.call_function('recurring-dispatcher', '{}'::jsonb, 600000)$job$);
   perform cron.schedule('calendar-sync', '* * * * *',
     $job$select private.call_function('calendar-sync')$job$);
   perform cron.schedule('cleanup-job-history', '17 3 * * *',
     $job$delete from cron.job_run_details where end_time < now() - interval '7 days';
          delete from net._http_response where created < now() - interval '7 days'$job$);
+  -- pg_net empties its own request queue; the PL/Python stand-in (sql/0013) does not.
+  if not exists (select from pg_catalog.pg_extension where extname = 'pg_net')
+     and to_regclass('net.http_request_queue') is not null then
+    perform cron.schedule('cleanup-http-queue', '19 3 * * *',
+      $job$delete from net.http_request_queue where id < coalesce(
+             (select min(id) from net._http_response where created >= now() - interval '7 days'),
+             (select max(id) + 1 from net.http_request_queue))$job$);
+  end if;
 end
 $$;

@@ -1,4 +1,4 @@
-"""calendar-sync: the scheduled retry of calendar deletions that failed (service caller only)."""
+"""calendar-sync: the scheduled retry of calendar work that failed (service caller only)."""
 
 import functions_framework
 
@@ -10,6 +10,6 @@ from shared.http import json_endpoint
 @functions_framework.http
 @json_endpoint("calendar-sync", methods=("POST",))
 def calendar_sync_run(request):
-    """Retries every due deletion in batches; reports those failing for over a day."""
+    """Retries due deletions and missing events in batches; reports deletions failing for over a day."""
     authenticate_service(request.headers)
-    return {"success": True, **calendar_sync.process_due()}
+    return {"success": True, **calendar_sync.run_job()}

@@ -202,6 +202,10 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "failed": {"type": "integer", "minimum": 0, "description": "deletions that failed again"},
                 "stuck_reported": {"type": "integer", "minimum": 0,
                                    "description": "deletions still failing a day on, reported to Sentry now"},
+                "events_created": {"type": "integer", "minimum": 0,
+                                   "description": "events of dispatched sessions created now (their first try failed)"},
+                "events_failed": {"type": "integer", "minimum": 0,
+                                  "description": "events still failing to be created; retried next run"},
             },
         },
         "DispatchRequest": {
