@@ -24,8 +24,8 @@ begin
     $job$delete from cron.job_run_details where end_time < now() - interval '7 days';
          delete from net._http_response where created < now() - interval '7 days'$job$);
   -- pg_net empties its own request queue; the PL/Python stand-in (sql/0013) does not.
-  if not exists (select from pg_catalog.pg_extension where extname = 'pg_net')
-     and to_regclass('net.http_request_queue') is not null then
+  if exists (select from pg_catalog.pg_proc p join pg_catalog.pg_language l on l.oid = p.prolang
+             where p.pronamespace = 'net'::regnamespace and p.proname = 'http_post' and l.lanname = 'plpython3u') then
     perform cron.schedule('cleanup-http-queue', '19 3 * * *',
       $job$delete from net.http_request_queue where id < coalesce(
              (select min(id) from net._http_response where created >= now() - interval '7 days'),

@@ -24,7 +24,7 @@ from tests.support import create_person
 pytestmark = pytest.mark.usefixtures("pg_cron")
 
 WAIT_SECONDS = 150
-DISPATCH_COMMAND = "select private.call_function('recurring-dispatcher')"
+DISPATCH_COMMAND = "select private.call_function('recurring-dispatcher', '{}'::jsonb, 600000)"
 SECRET_NAMES = ("functions_url", "service_role_key")
 
 
@@ -169,3 +169,17 @@ def test_cleanup_job_forgets_run_details_and_answers_older_than_a_week(db):
 
     assert [r["id"] for r in db.execute("select id from net._http_response where id < 0")] == [-2]
     assert [r["runid"] for r in db.execute("select runid from cron.job_run_details where runid < 0")] == [-2]
+
+
+def test_cleanup_job_forgets_the_stand_ins_sent_requests_older_than_a_week(db):
+    job = db.execute("select schedule, command from cron.job where jobname = 'cleanup-http-queue'").fetchone()
+    assert job is not None and job["schedule"].endswith("* * *"), "runs daily where net.http_post is the stand-in"
+    old = db.execute("select net.http_post('http://127.0.0.1:9/old', timeout_milliseconds := 200) as id").fetchone()["id"]
+    db.execute("update net._http_response set created = now() - interval '8 days' where id = %s", [old])
+    recent = db.execute("select net.http_post('http://127.0.0.1:9/recent', timeout_milliseconds := 200) as id"
+                        ).fetchone()["id"]
+
+    db.execute(job["command"])
+
+    kept = {r["id"] for r in db.execute("select id from net.http_request_queue where id = any(%s)", [[old, recent]])}
+    assert kept == {recent}, "only requests answered more than a week ago are forgotten"
