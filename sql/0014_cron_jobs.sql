@@ -26,10 +26,12 @@ begin
   -- pg_net empties its own request queue; the PL/Python stand-in (sql/0013) does not.
   if exists (select from pg_catalog.pg_proc p join pg_catalog.pg_language l on l.oid = p.prolang
              where p.pronamespace = 'net'::regnamespace and p.proname = 'http_post' and l.lanname = 'plpython3u') then
+    -- The stand-in writes a request and its answer in one transaction: a request
+    -- without an answer of the last week is done and forgotten.
     perform cron.schedule('cleanup-http-queue', '19 3 * * *',
-      $job$delete from net.http_request_queue where id < coalesce(
-             (select min(id) from net._http_response where created >= now() - interval '7 days'),
-             (select max(id) + 1 from net.http_request_queue))$job$);
+      $job$delete from net.http_request_queue q
+           where not exists (select 1 from net._http_response r
+                             where r.id = q.id and r.created >= now() - interval '7 days')$job$);
   end if;
 end
 $$;
