@@ -27,22 +27,19 @@ import http.client
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
 
-from shared.ops.localpg import LocalCluster, free_port
-from shared.ops.migrate import migrate
 from tests.bench.booking_create import SEED_STEPS, client_uuid, percentile, specialist_uuid
 from tests.calendar_server import FakeCalendarServer
-from tests.functions_fixtures import ServedFunctions, served_environment, user_token
+from tests.bench.stack import served_stack
+from tests.functions_fixtures import user_token
 
 SESSION_MINUTES = 50
 CALENDAR_ID = "primary"  # the bench specialists have no google_calendar_id of their own
@@ -229,25 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = Scale(args.callers or scale.callers, args.sessions_per_caller or scale.sessions_per_caller,
                   scale.clients_per_specialist)
 
-    jwt_secret = "bench-jwt-secret-" + uuid.uuid4().hex
-    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="therapy-bench-pg-")), fast=True)
-    calendar = FakeCalendarServer()
-    served = None
-    try:
-        cluster.init()
-        cluster.start()
-        url = cluster.url()
-        migrate(url, log=lambda _line: None)
-        calendar.start()
-        service_account = calendar.make_service_account()
-        port = free_port()
-        served = ServedFunctions(port, served_environment(
-            database_url=url, public_url=f"http://127.0.0.1:{port}/functions/v1",
-            calendar_api_url=calendar.api_url, service_account=service_account, jwt_secret=jwt_secret,
-            link_secret="bench-link-secret-" + uuid.uuid4().hex,
-            GOOGLE_CALENDAR_TIMEOUT_SECONDS="10", GOOGLE_CALENDAR_NUM_RETRIES="3",
-        ), threads=args.threads).start()
-
+    with served_stack(args.threads) as stack:
+        url, calendar, served, jwt_secret = stack.database_url, stack.calendar, stack.served, stack.jwt_secret
         counts = seed(url, scale, calendar)
         print(f"seeded {counts['specialists']} specialists, {counts['clients']} clients, "
               f"{counts['sessions']} confirmed sessions with their events")
@@ -260,11 +240,6 @@ def main(argv: list[str] | None = None) -> int:
               and checked["cancelled"] == checked["cancellations"] == checked["deletions"] == scale.sessions
               and checked["events_left"] == 0)
         return 0 if ok else 1
-    finally:
-        if served is not None:
-            served.stop()
-        calendar.stop()
-        cluster.destroy()
 
 
 if __name__ == "__main__":

@@ -29,23 +29,20 @@ import itertools
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from collections.abc import Iterator
 
 import psycopg
 from psycopg.rows import dict_row
 
-from shared.ops.localpg import LocalCluster, free_port
-from shared.ops.migrate import migrate
 from tests.calendar_server import FakeCalendarServer
-from tests.functions_fixtures import ServedFunctions, served_environment, user_token
+from tests.bench.stack import served_stack
+from tests.functions_fixtures import user_token
 
 SLOT_MINUTES = 30
 OPENS, CLOSES = 6, 22  # UTC hours of every day's window
@@ -277,25 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.seconds:
         scale = Scale(scale.specialists, scale.clients_per_specialist, args.seconds, None)
 
-    jwt_secret = "bench-jwt-secret-" + uuid.uuid4().hex
-    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="therapy-bench-pg-")), fast=True)
-    calendar = FakeCalendarServer()
-    served = None
-    try:
-        cluster.init()
-        cluster.start()
-        url = cluster.url()
-        migrate(url, log=lambda _line: None)
-        calendar.start()
-        service_account = calendar.make_service_account()
-        port = free_port()
-        served = ServedFunctions(port, served_environment(
-            database_url=url, public_url=f"http://127.0.0.1:{port}/functions/v1",
-            calendar_api_url=calendar.api_url, service_account=service_account, jwt_secret=jwt_secret,
-            link_secret="bench-link-secret-" + uuid.uuid4().hex,
-            GOOGLE_CALENDAR_TIMEOUT_SECONDS="10", GOOGLE_CALENDAR_NUM_RETRIES="3",
-        ), threads=args.threads).start()
-
+    with served_stack(args.threads) as stack:
+        url, calendar, served, jwt_secret = stack.database_url, stack.calendar, stack.served, stack.jwt_secret
         counts = seed(url, scale)
         print(f"seeded {counts['specialists']} specialists, {counts['clients']} clients, "
               f"{counts['rates']} rates, {counts['windows']} weekly windows")
@@ -307,11 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         sessions, events = check(url, calendar)
         ok = not result.failures and sessions == events == result.succeeded + result.warmed
         return 0 if ok else 1
-    finally:
-        if served is not None:
-            served.stop()
-        calendar.stop()
-        cluster.destroy()
 
 
 if __name__ == "__main__":
