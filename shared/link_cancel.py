@@ -74,14 +74,11 @@ where s.id = %s
 def handle(token: str | None, address: str, confirm: bool) -> Page:
     """Shows (``confirm`` False) or cancels (``confirm`` True) the session of a link."""
     key = _client_key(address)
+    session_id = session_id_from_token(token or "")
     with db.transaction() as conn:
         if _too_many_failures(conn, key):
             return Page(429, pages.too_many_attempts())
-    session_id = session_id_from_token(token or "")
-    row = None
-    if session_id is not None:
-        with db.transaction() as conn:
-            row = conn.execute(SESSION_QUERY, [session_id]).fetchone()
+        row = conn.execute(SESSION_QUERY, [session_id]).fetchone() if session_id else None
     if row is None:
         _record_failure(key)
         return Page(404, pages.invalid_link())

@@ -99,12 +99,15 @@ end
 $$;
 grant execute on function private.is_iana_timezone(text) to authenticated, service_role;
 
-/** Refuses any change to an append-only table (update, delete, truncate). */
+/**
+ * Refuses the change a trigger is attached to, with the trigger's message (first
+ * argument) and SQLSTATE (second; default TB004, "append-only").
+ */
 create or replace function private.refuse_change() returns trigger
   language plpgsql
   set search_path = ''
   as $$
 begin
-  raise exception '%', tg_argv[0] using errcode = 'TB004';
+  raise exception '%', tg_argv[0] using errcode = coalesce(tg_argv[1], 'TB004');
 end
 $$;

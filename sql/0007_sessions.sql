@@ -160,17 +160,6 @@ begin
 end
 $$;
 
-/** Sessions start confirmed: a cancelled one only ever comes from a cancellation. */
-create or replace function private.refuse_cancelled_insert() returns trigger
-  language plpgsql
-  set search_path = ''
-  as $$
-begin
-  raise exception 'Sessions are created confirmed; cancel them through booking_cancellations.'
-    using errcode = '23514';
-end
-$$;
-
 /**
  * Before a session is written as confirmed, the writer takes transaction locks
  * on both parties (in a fixed order), so two racing bookings queue instead of
@@ -198,10 +187,12 @@ $$;
 -- Triggers
 -- ============================================================================
 
+-- Sessions start confirmed: a cancelled one only ever comes from a cancellation.
 create trigger sessions_refuse_cancelled_insert
   before insert on public.sessions
   for each row when (new.status = 'cancelled')
-  execute function private.refuse_cancelled_insert();
+  execute function private.refuse_change(
+    'Sessions are created confirmed; cancel them through booking_cancellations.', '23514');
 
 create trigger sessions_lock_parties
   before insert or update of starts_at, ends_at, status on public.sessions
