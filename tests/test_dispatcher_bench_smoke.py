@@ -17,7 +17,7 @@ STEPS = ["due recurrences", "occurrences and their checks", "overlaps within the
 @pytest.fixture(scope="module")
 def measured(pg_cluster) -> tuple[bench.SizeResult, list[str]]:
     log: list[str] = []
-    return bench.measure_size(pg_cluster, SIZE, breakdown=True, log=log.append), log
+    return bench.measure_size(pg_cluster, SIZE, breakdown=True, floor=True, log=log.append), log
 
 
 def test_every_seeded_recurrence_is_dispatched_once_and_the_second_run_makes_nothing(measured):
@@ -44,6 +44,13 @@ def test_breakdown_names_every_step_of_the_sql_function(measured):
     assert all(seconds >= 0 for _name, seconds in result.breakdown)
 
 
+def test_floor_times_the_bare_table_with_and_without_the_exclusion_constraints(measured):
+    result, _log = measured
+    assert [name for name, _seconds in result.floor] == [
+        "primary key only", "primary key and the two no-overlap constraints"]
+    assert all(seconds > 0 for _name, seconds in result.floor)
+
+
 def test_report_prints_time_second_run_and_memory(measured):
     result, _log = measured
     lines: list[str] = []
@@ -52,4 +59,5 @@ def test_report_prints_time_second_run_and_memory(measured):
     assert lines[1].startswith(f"  dispatch: {SIZE:,} sessions created, 0 errors,")
     assert lines[2].startswith("  immediate second run: 0 created")
     assert "peak memory (VmHWM)" in lines[3]
-    assert len(lines) == 5 + len(STEPS)
+    assert len(lines) == 5 + len(STEPS) + 3
+    assert lines[-3] == f"  lower bound: the same {SIZE:,} rows into a bare table (one INSERT ... SELECT):"

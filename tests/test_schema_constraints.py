@@ -210,6 +210,30 @@ def test_timezone_must_be_an_iana_name(db, valid_rows, specialist_s, table, zone
     assert error.diag.message_primary == f'new row for relation "{table}" violates check constraint "{constraint}"'
 
 
+@pytest.mark.parametrize("zone", ["Europe/Nowhere", "Europe/London-1", ""])
+def test_a_recurrence_cannot_be_moved_to_a_zone_that_is_not_iana(db, valid_rows, zone):
+    """The recurring_bookings check is a trigger on insert and on updates that write the timezone."""
+    row = insert_row(db, "recurring_bookings", valid_rows["recurring_bookings"] | {"timezone": "Europe/London"})
+
+    error = refused(db, "update public.recurring_bookings set timezone = %s where id = %s", [zone, row["id"]])
+
+    assert isinstance(error, psycopg.errors.CheckViolation)
+    assert error.diag.constraint_name == "recurring_bookings_timezone_check"
+    assert error.diag.table_name == "recurring_bookings"
+    assert error.diag.message_primary == (
+        'new row for relation "recurring_bookings" violates check constraint "recurring_bookings_timezone_check"')
+    stored = db.execute("select timezone from public.recurring_bookings where id = %s", [row["id"]]).fetchone()
+    assert stored["timezone"] == "Europe/London"
+
+
+def test_a_recurrence_without_a_timezone_takes_the_specialists_and_it_is_checked(db, valid_rows, specialist_s):
+    """recurring_bookings_defaults fills the zone before the timezone check reads it."""
+    db.execute("update public.profiles set timezone = 'Asia/Tokyo' where id = %s", [specialist_s.id])
+    row = insert_row(db, "recurring_bookings", valid_rows["recurring_bookings"] | {"timezone": None})
+
+    assert row["timezone"] == "Asia/Tokyo"
+
+
 @pytest.mark.parametrize("table", TIMEZONE_COLUMNS)
 @pytest.mark.parametrize("zone", IANA_NAMES)
 def test_iana_timezone_names_are_accepted(db, valid_rows, specialist_s, table, zone):

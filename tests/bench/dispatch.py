@@ -5,6 +5,7 @@
     python -m tests.bench.dispatch --sizes 100000,300000  # any sizes, to see how it grows
     python -m tests.bench.dispatch --small                # 2,000: a smoke run in seconds
     python -m tests.bench.dispatch --breakdown            # also time each step of the SQL function
+    python -m tests.bench.dispatch --floor                # also the same rows into a bare table
 
 Everything is started here and thrown away afterwards: a PostgreSQL cluster
 (shared.ops.localpg, fsync off, 1 GB of shared_buffers) and, per size, a fresh database with every migration
@@ -23,7 +24,11 @@ Printed per size: the wall time of the dispatch as the scheduler sees it (one HT
 call, answer included), the time of an immediate second run (which creates nothing),
 and the peak memory (VmHWM) of the gunicorn worker that ran it. With --breakdown the
 SQL function first runs on a copy of the data with its step timings on
-(``app.dispatch_timing``), and each step is printed.
+(``app.dispatch_timing``), and each step is printed. With --floor the same N rows
+(one session per recurrence, the same parties and times) also go into a bare table,
+first with only its primary key, then with only the two no-overlap exclusion
+constraints that sessions carry: what PostgreSQL needs for those rows before any
+foreign key, index, trigger or dispatch logic, a lower bound for the dispatch.
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ class SizeResult:
     peak_kib_before: int
     peak_kib_after: int
     breakdown: list[tuple[str, float]]
+    floor: list[tuple[str, float]]
 
 
 # -- seeding --------------------------------------------------------------------------------
@@ -205,9 +211,43 @@ def step_breakdown(url: str) -> list[tuple[str, float]]:
     return steps
 
 
+FLOOR_TABLE = "public.dispatch_floor"
+FLOOR_CONSTRAINTS = (
+    f"alter table {FLOOR_TABLE} add exclude using gist (specialist_id with =, tstzrange(starts_at, ends_at) with &&)"
+    " where (status = 'confirmed')",
+    f"alter table {FLOOR_TABLE} add exclude using gist (client_id with =, tstzrange(starts_at, ends_at) with &&)"
+    " where (status = 'confirmed')",
+)
+
+
+def insert_floor(url: str) -> list[tuple[str, float]]:
+    """One row per recurrence into a bare table: with its primary key only, then with the two exclusion constraints."""
+    timings = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("set jit = off")
+        for label, constraints in (("primary key only", ()),
+                                   ("primary key and the two no-overlap constraints", FLOOR_CONSTRAINTS)):
+            conn.execute(f"drop table if exists {FLOOR_TABLE}")
+            conn.execute(f"""create table {FLOOR_TABLE} (id uuid primary key, specialist_id uuid not null,
+                             client_id uuid not null, starts_at timestamptz not null, ends_at timestamptz not null,
+                             status text not null default 'confirmed')""")
+            for statement in constraints:
+                conn.execute(statement)
+            started = time.perf_counter()
+            conn.execute(f"""insert into {FLOOR_TABLE} (id, specialist_id, client_id, starts_at, ends_at)
+                             select gen_random_uuid(), r.specialist_id, r.user_id, s.starts_at,
+                                    s.starts_at + make_interval(mins => r.duration_minutes)
+                             from public.recurring_bookings r,
+                                  lateral (select (r.start_date + r.start_time) at time zone r.timezone as starts_at) s""")
+            timings.append((label, time.perf_counter() - started))
+        conn.execute(f"drop table {FLOOR_TABLE}")
+        conn.execute("vacuum")
+    return timings
+
+
 # -- one size -------------------------------------------------------------------------------
 
-def measure_size(cluster: LocalCluster, recurrences: int, *, breakdown: bool = False,
+def measure_size(cluster: LocalCluster, recurrences: int, *, breakdown: bool = False, floor: bool = False,
                  log: Callable[[str], None] = print) -> SizeResult:
     name = f"dispatch_{recurrences}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
@@ -232,6 +272,7 @@ def measure_size(cluster: LocalCluster, recurrences: int, *, breakdown: bool = F
             finally:
                 with psycopg.connect(cluster.url(), autocommit=True) as admin:
                     admin.execute(f'drop database if exists "{name}_copy" with (force)')
+        floor_timings = insert_floor(url) if floor else []
         served = serve(url, jwt_secret)
         pid = worker_pid(served._process.pid)  # type: ignore[union-attr]
         dispatch(served.base_url, jwt_secret, {"dry_run": True, "horizon_days": 0})  # imports, pool, caches
@@ -241,7 +282,7 @@ def measure_size(cluster: LocalCluster, recurrences: int, *, breakdown: bool = F
         second = dispatch(served.base_url, jwt_secret)
         with psycopg.connect(url) as conn:
             sessions = conn.execute("select count(*) from public.sessions").fetchone()[0]
-        return SizeResult(recurrences, seed_seconds, first, second, sessions, before, after, steps)
+        return SizeResult(recurrences, seed_seconds, first, second, sessions, before, after, steps, floor_timings)
     finally:
         if served is not None:
             served.stop()
@@ -263,6 +304,10 @@ def report(result: SizeResult, out: Callable[[str], None] = print) -> None:
         total = sum(seconds for _name, seconds in result.breakdown)
         out(f"  SQL function steps ({total:.2f} s in all, measured on a copy of the data):")
         for name, seconds in result.breakdown:
+            out(f"    {seconds:7.3f} s  {name}")
+    if result.floor:
+        out(f"  lower bound: the same {n:,} rows into a bare table (one INSERT ... SELECT):")
+        for name, seconds in result.floor:
             out(f"    {seconds:7.3f} s  {name}")
 
 
@@ -287,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--large", action="store_true", help="100,000 then 1,000,000")
     group.add_argument("--sizes", help="comma-separated numbers of recurring bookings, e.g. 100000,300000")
     parser.add_argument("--breakdown", action="store_true", help="also time each step of the SQL function")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the same rows into a bare table, with and without the exclusion constraints")
     args = parser.parse_args(argv)
     if args.sizes:
         sizes = tuple(int(s.replace("_", "")) for s in args.sizes.split(","))
@@ -303,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         for size in sizes:
             print(f"size {size:,}:", flush=True)
-            result = measure_size(cluster, size, breakdown=args.breakdown)
+            result = measure_size(cluster, size, breakdown=args.breakdown, floor=args.floor)
             report(result)
             results.append(result)
             problems += [f"{size:,}: {p}" for p in check(result)]
