@@ -21,7 +21,7 @@ from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 
 from shared import calendar, calendar_sync, db
-from shared.inputs import an_integer, fields, json_object
+from shared.inputs import a_flag, an_integer, fields, json_object
 from shared.settings import get_settings
 
 log = logging.getLogger("functions")
@@ -33,12 +33,6 @@ def parse_dispatch_request(request) -> dict[str, Any]:
     """An empty body, or {"dry_run": bool, "horizon_days": 0-60}."""
     if not request.get_data(cache=True):
         return {"dry_run": False, "horizon_days": None}
-
-    def a_flag(name: str, value: Any) -> bool:
-        if isinstance(value, bool):
-            return value
-        from shared.errors import InvalidRequest
-        raise InvalidRequest(f"Field {name!r} must be true or false, got {value!r}", details={"field": name})
 
     parsed = fields(json_object(request), required={},
                     optional={"dry_run": a_flag, "horizon_days": an_integer(0, 60)})

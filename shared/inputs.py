@@ -71,6 +71,12 @@ def a_uuid(name: str, value: Any) -> uuid.UUID:
     raise InvalidRequest(f"Field {name!r} must be a UUID, got {_show(value)}", details={"field": name})
 
 
+def a_flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise InvalidRequest(f"Field {name!r} must be true or false, got {_show(value)}", details={"field": name})
+
+
 def a_moment(name: str, value: Any) -> datetime:
     """An ISO 8601 date and time with its UTC offset (a bare local time is ambiguous),
     in the years MOMENT_YEARS (UTC): nothing here is scheduled outside them, and
