@@ -86,3 +86,17 @@ def request_as(url: str, person: Person, read_only: bool = False) -> Iterator[ps
                 [person.db_role, json.dumps(person.claims)],
             )
             yield conn
+
+
+MISSING = object()  # in body_with: leave the field out
+
+
+def body_with(valid: dict, **changes: object) -> dict:
+    """A request body: `valid` with some fields changed, or left out (MISSING)."""
+    body = dict(valid)
+    for name, value in changes.items():
+        if value is MISSING:
+            body.pop(name)
+        else:
+            body[name] = value
+    return body

@@ -24,9 +24,16 @@ import pytest
 
 from tests.calendar_server import FakeCalendarServer
 from tests.functions_fixtures import (
-    REPO_ROOT, Answer, BookableSpecialist, FunctionClient, FunctionsEnv, ServedClient, bearer, service_token,
+    REPO_ROOT,
+    Answer,
+    BookableSpecialist,
+    FunctionClient,
+    FunctionsEnv,
+    ServedClient,
+    bearer,
+    service_token,
 )
-from tests.support import Person, create_person, request_as
+from tests.support import MISSING, Person, body_with, create_person, request_as
 
 SUCCESS = {"success": True, "message": "Booking cancelled successfully. No refund will be processed."}
 REASON = "Personal emergency"
@@ -307,24 +314,17 @@ def test_the_reason_is_stored_trimmed(sent: str, stored: str, booking_cancel_api
 # -- bad input ---------------------------------------------------------------------------------
 
 JSON = {"Content-Type": "application/json"}
-_MISSING = object()
 VALID = {"booking_id": "{session}", "reason": REASON}
 
 
 def _with(**changes: Any) -> dict:
-    body = dict(VALID)
-    for name, value in changes.items():
-        if value is _MISSING:
-            body.pop(name)
-        else:
-            body[name] = value
-    return body
+    return body_with(VALID, **changes)
 
 
 # case: (method, body: a dict to fill in and send as JSON, or raw bytes; headers; status; code)
 BAD_REQUESTS: dict[str, tuple[str, Any, dict[str, str], int, str]] = {
-    "booking_id missing": ("POST", _with(booking_id=_MISSING), JSON, 400, "INVALID_REQUEST"),
-    "reason missing": ("POST", _with(reason=_MISSING), JSON, 400, "INVALID_REQUEST"),
+    "booking_id missing": ("POST", _with(booking_id=MISSING), JSON, 400, "INVALID_REQUEST"),
+    "reason missing": ("POST", _with(reason=MISSING), JSON, 400, "INVALID_REQUEST"),
     "empty object": ("POST", {}, JSON, 400, "INVALID_REQUEST"),
     "an extra field": ("POST", _with(refund=True), JSON, 400, "INVALID_REQUEST"),
     "a cancelled_by field": ("POST", _with(cancelled_by=str(uuid.uuid4())), JSON, 400, "INVALID_REQUEST"),

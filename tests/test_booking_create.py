@@ -29,7 +29,7 @@ from tests.functions_fixtures import (
     REPO_ROOT, Answer, BookableSpecialist, FunctionClient, FunctionsEnv, ServedClient, Window, bearer, user_token,
     weekly,
 )
-from tests.support import Person, create_person
+from tests.support import MISSING, Person, body_with, create_person
 
 EVENTS_PATH = "/calendar/v3/calendars/"
 # booking-create's settings for the tests that change them (through both doors).
@@ -535,22 +535,13 @@ JSON = {"Content-Type": "application/json"}
 
 
 def _with(**changes: Any) -> dict:
-    body = dict(VALID)
-    for name, value in changes.items():
-        if value is _MISSING:
-            body.pop(name)
-        else:
-            body[name] = value
-    return body
-
-
-_MISSING = object()
+    return body_with(VALID, **changes)
 
 
 # (method, body: a dict to fill in and send as JSON, or raw bytes, headers) → (status, code)
 BAD_REQUESTS = {
-    "specialist_id missing": ("POST", _with(specialist_id=_MISSING), JSON, 400, "INVALID_REQUEST"),
-    "starts_at missing": ("POST", _with(starts_at=_MISSING), JSON, 400, "INVALID_REQUEST"),
+    "specialist_id missing": ("POST", _with(specialist_id=MISSING), JSON, 400, "INVALID_REQUEST"),
+    "starts_at missing": ("POST", _with(starts_at=MISSING), JSON, 400, "INVALID_REQUEST"),
     "specialist_id null": ("POST", _with(specialist_id=None), JSON, 400, "INVALID_REQUEST"),
     "empty object": ("POST", {}, JSON, 400, "INVALID_REQUEST"),
     "an extra field": ("POST", _with(price=0), JSON, 400, "INVALID_REQUEST"),

@@ -23,22 +23,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
-import json
-import statistics
 import sys
-import threading
-import time
-import urllib.parse
 import uuid
 from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.bench.booking_create import SEED_STEPS, client_uuid, percentile, specialist_uuid
-from tests.calendar_server import FakeCalendarServer
+from tests.bench.booking_create import SEED_STEPS, client_uuid, specialist_uuid
+from tests.bench.load import Answer, KeptAlive, Result, report, run_concurrently
 from tests.bench.stack import served_stack
+from tests.calendar_server import FakeCalendarServer
 from tests.functions_fixtures import user_token
 
 SESSION_MINUTES = 50
@@ -108,15 +103,6 @@ def seed(url: str, scale: Scale, calendar: FakeCalendarServer) -> dict[str, int]
 
 # -- cancelling -------------------------------------------------------------------------------
 
-@dataclass
-class Result:
-    latencies_ms: list[float]
-    failures: list[str]
-    succeeded: int = 0
-    warmed: int = 0
-    elapsed: float = 0.0
-
-
 class Caller:
     """One concurrent caller: cancels specialist `index`'s sessions, as client and specialist in turn."""
 
@@ -127,76 +113,18 @@ class Caller:
         first = index * scale.clients_per_specialist
         self.client_tokens = [user_token(client_uuid(c), secret=jwt_secret)
                               for c in range(first, first + scale.clients_per_specialist)]
-        url = urllib.parse.urlsplit(f"{base_url}/booking-cancel")
-        self.path = url.path
-        self.connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        self.http = KeptAlive(f"{base_url}/booking-cancel")
 
-    def cancel(self, j: int) -> tuple[float, int, str]:
-        """Cancels session j: (latency in ms, HTTP status, body)."""
+    def cancel(self, j: int) -> Answer:
+        """Cancels session j."""
         token = self.specialist_token if j % 2 else self.client_tokens[j % self.scale.clients_per_specialist]
-        body = json.dumps({"booking_id": str(session_uuid(self.index, j)), "reason": f"Benchmark cancellation {j}"})
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        started = time.perf_counter()
-        for attempt in (1, 2):  # a kept-alive connection the server closed is reopened once
-            try:
-                self.connection.request("POST", self.path, body=body, headers=headers)
-                response = self.connection.getresponse()
-                text = response.read().decode()
-                break
-            except (http.client.HTTPException, ConnectionError):
-                self.connection.close()
-                if attempt == 2:
-                    raise
-        return (time.perf_counter() - started) * 1000, response.status, text
+        body = {"booking_id": str(session_uuid(self.index, j)), "reason": f"Benchmark cancellation {j}"}
+        return self.http.post_json(body, token)
 
 
 def cancel_concurrently(scale: Scale, base_url: str, jwt_secret: str) -> Result:
     callers = [Caller(i, scale, base_url, jwt_secret) for i in range(scale.callers)]
-    result = Result([], [])
-    lock = threading.Lock()
-    clock: dict[str, float] = {}
-    go = threading.Barrier(scale.callers + 1, action=lambda: clock.setdefault("started", time.perf_counter()))
-
-    def attempt(caller: Caller, j: int, measured: bool) -> None:
-        try:
-            ms, status, text = caller.cancel(j)
-        except Exception as exc:  # counted, not fatal: the report says what went wrong
-            ms, status, text = 0.0, 0, repr(exc)
-        with lock:
-            if status == 200 and measured:
-                result.succeeded += 1
-                result.latencies_ms.append(ms)
-            elif status == 200:
-                result.warmed += 1
-            else:
-                result.failures.append(f"{'' if measured else 'warm-up '}{status}: {text[:200]}")
-
-    def run(caller: Caller) -> None:
-        attempt(caller, 0, measured=False)
-        go.wait()
-        for j in range(1, scale.sessions_per_caller):
-            attempt(caller, j, measured=True)
-
-    threads = [threading.Thread(target=run, args=(c,), name=f"bench-{c.index}") for c in callers]
-    for thread in threads:
-        thread.start()
-    go.wait()
-    for thread in threads:
-        thread.join()
-    result.elapsed = time.perf_counter() - clock["started"]
-    return result
-
-
-def report(result: Result, out=print) -> None:
-    out(f"warm-up: {result.warmed} cancellations (not measured)")
-    out(f"cancellations: {result.succeeded} succeeded, {len(result.failures)} failed")
-    for failure in result.failures[:5]:
-        out(f"  failure: {failure}")
-    out(f"throughput: {result.succeeded / result.elapsed:.1f} cancellations/s over {result.elapsed:.1f} s")
-    if result.latencies_ms:
-        ms = result.latencies_ms
-        out(f"latency ms: p50 {percentile(ms, 50):.1f}, p95 {percentile(ms, 95):.1f}, "
-            f"p99 {percentile(ms, 99):.1f}, mean {statistics.mean(ms):.1f}")
+    return run_concurrently(callers, Caller.cancel, lambda j, _elapsed: j < scale.sessions_per_caller)
 
 
 def check(url: str, calendar: FakeCalendarServer, out=print) -> dict[str, int]:
@@ -234,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cancelling: {scale.callers} concurrent callers, {scale.sessions_per_caller} sessions each, "
               f"served with {args.threads} gunicorn threads")
         result = cancel_concurrently(scale, served.base_url, jwt_secret)
-        report(result)
+        report(result, "cancellations")
         checked = check(url, calendar)
         ok = (not result.failures and result.succeeded + result.warmed == scale.sessions
               and checked["cancelled"] == checked["cancellations"] == checked["deletions"] == scale.sessions

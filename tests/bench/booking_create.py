@@ -24,24 +24,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import itertools
-import json
-import statistics
 import sys
-import threading
-import time
-import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from collections.abc import Iterator
 
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.calendar_server import FakeCalendarServer
+from tests.bench.load import Answer, KeptAlive, Result, report, run_concurrently
 from tests.bench.stack import served_stack
+from tests.calendar_server import FakeCalendarServer
 from tests.functions_fixtures import user_token
 
 SLOT_MINUTES = 30
@@ -130,15 +125,6 @@ def slots(now: datetime) -> Iterator[datetime]:
 
 # -- booking ----------------------------------------------------------------------------
 
-@dataclass
-class Result:
-    latencies_ms: list[float]
-    failures: list[str]
-    succeeded: int = 0
-    warmed: int = 0
-    elapsed: float = 0.0
-
-
 class Worker:
     """One concurrent client: books with one specialist, with its own clients in turn."""
 
@@ -148,101 +134,22 @@ class Worker:
         self.tokens = [user_token(client_uuid(c), secret=jwt_secret)
                        for c in range(first, first + scale.clients_per_specialist)]
         self.slots = slots(now)
-        url = urllib.parse.urlsplit(f"{base_url}/booking-create")
-        self.path = url.path
-        self.connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-        self.count = 0
+        self.http = KeptAlive(f"{base_url}/booking-create")
 
-    def book(self) -> tuple[float, int, str]:
-        """One booking of the next slot: (latency in ms, HTTP status, body)."""
+    def book(self, j: int) -> Answer:
+        """Booking j: the next free slot; StopIteration when this specialist's month is full."""
         starts_at = next(self.slots)
-        token = self.tokens[self.count % len(self.tokens)]
-        self.count += 1
-        body = json.dumps({"specialist_id": str(self.specialist), "starts_at": starts_at.isoformat()})
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        started = time.perf_counter()
-        for attempt in (1, 2):  # a kept-alive connection the server closed is reopened once
-            try:
-                self.connection.request("POST", self.path, body=body, headers=headers)
-                response = self.connection.getresponse()
-                text = response.read().decode()
-                break
-            except (http.client.HTTPException, ConnectionError):
-                self.connection.close()
-                if attempt == 2:
-                    raise
-        return (time.perf_counter() - started) * 1000, response.status, text
+        body = {"specialist_id": str(self.specialist), "starts_at": starts_at.isoformat()}
+        return self.http.post_json(body, self.tokens[j % len(self.tokens)])
 
 
 def book_concurrently(scale: Scale, base_url: str, jwt_secret: str) -> Result:
     now = datetime.now(timezone.utc)
     workers = [Worker(i, scale, base_url, jwt_secret, now) for i in range(scale.specialists)]
-    result = Result([], [])
-    lock = threading.Lock()
-    tickets = itertools.count()
-    clock: dict[str, float] = {}
-
-    def start_clock() -> None:  # run once, as the barrier releases everyone
-        clock["started"] = time.perf_counter()
-        clock["deadline"] = clock["started"] + (scale.seconds or 0)
-
-    go = threading.Barrier(scale.specialists + 1, action=start_clock)
-
-    def attempt(worker: Worker, measured: bool) -> bool:
-        """One booking, recorded; False when the worker should stop."""
-        try:
-            ms, status, text = worker.book()
-        except StopIteration:
-            return False  # this specialist's month is full
-        except Exception as exc:  # counted, not fatal: the report says what went wrong
-            ms, status, text = 0.0, 0, repr(exc)
-        with lock:
-            if status == 200 and measured:
-                result.succeeded += 1
-                result.latencies_ms.append(ms)
-            elif status == 200:
-                result.warmed += 1
-            else:
-                result.failures.append(f"{'' if measured else 'warm-up '}{status}: {text[:200]}")
-        return True
-
-    def run(worker: Worker) -> None:
-        attempt(worker, measured=False)
-        go.wait()
-        while True:
-            if scale.bookings is not None:
-                with lock:
-                    if next(tickets) >= scale.bookings:
-                        return
-            elif time.perf_counter() >= clock["deadline"]:
-                return
-            if not attempt(worker, measured=True):
-                return
-
-    threads = [threading.Thread(target=run, args=(w,), name=f"bench-{i}") for i, w in enumerate(workers)]
-    for thread in threads:
-        thread.start()
-    go.wait()
-    for thread in threads:
-        thread.join()
-    result.elapsed = time.perf_counter() - clock["started"]
-    return result
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
-
-
-def report(result: Result, out=print) -> None:
-    out(f"warm-up: {result.warmed} bookings (not measured)")
-    out(f"bookings: {result.succeeded} succeeded, {len(result.failures)} failed")
-    for failure in result.failures[:5]:
-        out(f"  failure: {failure}")
-    out(f"throughput: {result.succeeded / result.elapsed:.1f} bookings/s over {result.elapsed:.1f} s")
-    if result.latencies_ms:
-        out(f"latency ms: p50 {percentile(result.latencies_ms, 50):.1f}, p95 {percentile(result.latencies_ms, 95):.1f}, "
-            f"p99 {percentile(result.latencies_ms, 99):.1f}, mean {statistics.mean(result.latencies_ms):.1f}")
+    if scale.bookings is not None:
+        tickets = itertools.count()
+        return run_concurrently(workers, Worker.book, lambda _j, _elapsed: next(tickets) < scale.bookings)
+    return run_concurrently(workers, Worker.book, lambda _j, elapsed: elapsed < scale.seconds)
 
 
 def check(url: str, calendar: FakeCalendarServer, out=print) -> tuple[int, int]:
@@ -283,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"booking: {scale.specialists} concurrent clients, one specialist each, {amount}, "
               f"served with {args.threads} gunicorn threads")
         result = book_concurrently(scale, served.base_url, jwt_secret)
-        report(result)
+        report(result, "bookings")
         sessions, events = check(url, calendar)
         ok = not result.failures and sessions == events == result.succeeded + result.warmed
         return 0 if ok else 1

@@ -212,12 +212,6 @@ def step_breakdown(url: str) -> list[tuple[str, float]]:
 
 
 FLOOR_TABLE = "public.dispatch_floor"
-FLOOR_CONSTRAINTS = (
-    f"alter table {FLOOR_TABLE} add exclude using gist (specialist_id with =, tstzrange(starts_at, ends_at) with &&)"
-    " where (status = 'confirmed')",
-    f"alter table {FLOOR_TABLE} add exclude using gist (client_id with =, tstzrange(starts_at, ends_at) with &&)"
-    " where (status = 'confirmed')",
-)
 
 
 def insert_floor(url: str) -> list[tuple[str, float]]:
@@ -225,14 +219,20 @@ def insert_floor(url: str) -> list[tuple[str, float]]:
     timings = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("set jit = off")
-        for label, constraints in (("primary key only", ()),
-                                   ("primary key and the two no-overlap constraints", FLOOR_CONSTRAINTS)):
+        # The sessions table's own exclusion constraints, as they are defined.
+        exclusions = [row[0] for row in conn.execute(
+            "select pg_get_constraintdef(oid) from pg_constraint"
+            " where conrelid = 'public.sessions'::regclass and contype = 'x' order by conname")]
+        if len(exclusions) != 2:
+            raise RuntimeError(f"expected the two no-overlap constraints on sessions, found {exclusions}")
+        for label, constraints in (("primary key only", []),
+                                   ("primary key and the two no-overlap constraints", exclusions)):
             conn.execute(f"drop table if exists {FLOOR_TABLE}")
             conn.execute(f"""create table {FLOOR_TABLE} (id uuid primary key, specialist_id uuid not null,
                              client_id uuid not null, starts_at timestamptz not null, ends_at timestamptz not null,
                              status text not null default 'confirmed')""")
-            for statement in constraints:
-                conn.execute(statement)
+            for definition in constraints:
+                conn.execute(f"alter table {FLOOR_TABLE} add {definition}")
             started = time.perf_counter()
             conn.execute(f"""insert into {FLOOR_TABLE} (id, specialist_id, client_id, starts_at, ends_at)
                              select gen_random_uuid(), r.specialist_id, r.user_id, s.starts_at,
