@@ -162,11 +162,13 @@ def create_booking(caller: Caller, request: BookingRequest, now: datetime | None
                 session = conn.execute(
                     """insert into public.sessions
                          (id, specialist_id, client_id, starts_at, ends_at, session_type, special_requests,
-                          google_calendar_event_id, price, currency)
-                       values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                          google_calendar_event_id, calendar_synced_at, price, currency)
+                       values (%s, %s, %s, %s, %s, %s, %s, %s,
+                               -- the event is created before the commit, or nothing is committed
+                               case when %s then now() end, %s, %s)
                        returning id, booking_reference, starts_at, ends_at, status""",
                     [session_id, specialist["id"], caller.user_id, request.starts_at, ends_at,
-                     request.session_type, request.special_requests, event_id,
+                     request.session_type, request.special_requests, event_id, gateway.enabled,
                      specialist["amount"], specialist["currency"]],
                 ).fetchone()
             except psycopg.errors.ExclusionViolation as exc:
@@ -187,10 +189,9 @@ def create_booking(caller: Caller, request: BookingRequest, now: datetime | None
                     ends_at=session["ends_at"], booking_reference=session["booking_reference"],
                     specialist_email=specialist["email"],
                 ))
-                conn.execute("update public.sessions set calendar_synced_at = now() where id = %s", [session_id])
     except Exception as exc:
         if event_may_exist:
-            _remove_orphan_event(specialist, event_id)
+            _remove_orphan_event(gateway, specialist, session_id, event_id)
         if isinstance(exc, CalendarUnavailable):
             raise CalendarUnavailable("The calendar could not be updated, so the session was not booked; "
                                       "try again shortly") from exc
@@ -206,12 +207,11 @@ def create_booking(caller: Caller, request: BookingRequest, now: datetime | None
     }
 
 
-def _remove_orphan_event(specialist: dict, event_id: str | None) -> None:
+def _remove_orphan_event(gateway: calendar.CalendarGateway, specialist: dict, session_id: uuid.UUID,
+                         event_id: str) -> None:
     """The session was not stored: make sure its event does not exist either."""
-    if not event_id:
-        return
     try:
-        calendar.get_gateway().delete_session_event(
+        gateway.delete_session_event(
             specialist["calendar_id"], event_id, specialist_email=specialist["email"])
     except Exception as exc:  # the retry job takes it from here
         log.warning("calendar event of an unbooked session queued for deletion: %s", exc)
@@ -220,5 +220,5 @@ def _remove_orphan_event(specialist: dict, event_id: str | None) -> None:
                 """insert into private.calendar_deletions (session_id, calendar_id, event_id, specialist_email,
                                                            attempts, last_error)
                    values (%s, %s, %s, %s, 1, %s) on conflict (session_id) do nothing""",
-                [uuid.UUID(hex=event_id), specialist["calendar_id"], event_id, specialist["email"], str(exc)[:500]],
+                [session_id, specialist["calendar_id"], event_id, specialist["email"], str(exc)[:500]],
             )

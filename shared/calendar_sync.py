@@ -76,7 +76,8 @@ def run_job() -> dict[str, int]:
     dispatch while the calendar was failing), then the report of stuck deletions."""
     deletions = process_due()
     creations = create_pending_events()
-    return {**deletions, "events_created": creations["created"], "events_failed": creations["failed"]}
+    return {**deletions, "stuck_reported": report_stuck(),
+            "events_created": creations["created"], "events_failed": creations["failed"]}
 
 
 def process_due(limit: int = 500) -> dict[str, int]:
@@ -101,7 +102,7 @@ def process_due(limit: int = 500) -> dict[str, int]:
         for row, result in zip(rows, results):
             _record(conn, row["session_id"], row["attempts"] + 1, None if result.ok else (result.error or "failed"))
             deleted += result.ok
-    return {"deleted": deleted, "failed": len(rows) - deleted, "stuck_reported": report_stuck()}
+    return {"deleted": deleted, "failed": len(rows) - deleted}
 
 
 def report_stuck() -> int:

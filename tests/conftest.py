@@ -21,7 +21,7 @@ from shared.ops.localpg import LocalCluster
 from shared.ops.migrate import migrate
 from tests.support import ANON, Person, create_person
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 pytest_plugins = ["tests.calendar_fixtures", "tests.functions_fixtures"] if (Path(__file__).parent / "calendar_fixtures.py").exists() else []
 
@@ -143,6 +143,12 @@ _skipped: list[str] = []
 
 def pytest_runtest_logreport(report):
     if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_collectreport(report):
+    """A whole module skipped while it is collected (importorskip, allow_module_level)."""
+    if report.skipped:
         _skipped.append(report.nodeid)
 
 

@@ -394,6 +394,7 @@ def test_refused_cancellation_tells_a_stranger_nothing_about_the_session(db, wor
                        [world.id("session_as_upcoming")])
     probe = attempt(db, world.people["client_b"],
                     "insert into public.booking_cancellations (booking_id) values (%s)", [session])
+    assert upcoming.sqlstate == "42501", "client B cannot cancel A's upcoming session"
     assert (probe.sqlstate, probe.message) == (upcoming.sqlstate, upcoming.message), (
         f"client B's refusal for A's {target} session should read like any other refusal")
 

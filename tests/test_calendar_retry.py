@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from shared import calendar
+from shared import calendar, calendar_sync
 from shared.calendar_sync import backoff
 from tests.functions_fixtures import (
     CALENDAR_NUM_RETRIES, Answer, BookableSpecialist, FunctionClient, FunctionsApi, FunctionsEnv, bearer, fetch,
@@ -365,3 +365,17 @@ def test_an_unexpected_error_in_the_deletion_after_the_commit_still_answers_succ
     monkeypatch.undo()
     assert run_job(api_in_process.calendar_sync)["deleted"] == 1
     assert functions_env.server.events(CALENDAR_ID) == {}
+
+
+def test_with_calendar_sync_off_a_stuck_deletion_is_still_reported_once(
+        functions_env: FunctionsEnv, committed_db: psycopg.Connection, client: Person, session: dict) -> None:
+    """Turning sync off must not silence the report: the event is still in the specialist's calendar."""
+    queue_by_frontend(functions_env.database_url, client, session["id"])
+    committed_db.execute("update private.calendar_deletions set created_at = now() - interval '25 hours'")
+    functions_env.set(GOOGLE_SERVICE_ACCOUNT_JSON=None)
+
+    first, second = calendar_sync.run_job(), calendar_sync.run_job()
+
+    assert (first["deleted"], first["stuck_reported"]) == (0, 1)
+    assert second["stuck_reported"] == 0, "reported once"
+    assert functions_env.server.requests == []

@@ -158,7 +158,7 @@ def test_daily_dispatch_job_reads_its_secrets_from_vault_at_two_utc(db):
 
 def test_cleanup_job_forgets_run_details_and_answers_older_than_a_week(db):
     job = db.execute("select schedule, command from cron.job where jobname = 'cleanup-job-history'").fetchone()
-    assert job is not None and job["schedule"].endswith("* * *"), "runs daily"
+    assert job is not None and job["schedule"] == "17 3 * * *", "runs daily at 03:17 UTC"
     db.execute("""insert into net._http_response (id, status_code, created)
                   values (-1, 200, now() - interval '8 days'), (-2, 200, now() - interval '6 days')""")
     db.execute("""insert into cron.job_run_details (jobid, runid, status, start_time, end_time)
@@ -173,7 +173,7 @@ def test_cleanup_job_forgets_run_details_and_answers_older_than_a_week(db):
 
 def test_cleanup_job_forgets_the_stand_ins_sent_requests_older_than_a_week(db):
     job = db.execute("select schedule, command from cron.job where jobname = 'cleanup-http-queue'").fetchone()
-    assert job is not None and job["schedule"].endswith("* * *"), "runs daily where net.http_post is the stand-in"
+    assert job is not None and job["schedule"] == "19 3 * * *", "runs daily where net.http_post is the stand-in"
     old = db.execute("select net.http_post('http://127.0.0.1:9/old', timeout_milliseconds := 200) as id").fetchone()["id"]
     db.execute("update net._http_response set created = now() - interval '8 days' where id = %s", [old])
     recent = db.execute("select net.http_post('http://127.0.0.1:9/recent', timeout_milliseconds := 200) as id"

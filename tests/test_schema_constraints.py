@@ -168,7 +168,9 @@ ACCEPTED_CASES = [
 def test_good_values_are_accepted(db, valid_rows, table, good):
     row = insert_row(db, table, valid_rows[table] | good)
 
-    assert row is not None, f"a {table} row with {good} must be stored"
+    stored_row = db.execute(sql.SQL("select count(*) as n from {} where id = %s").format(
+        sql.Identifier("public", table)), [row["id"]]).fetchone()
+    assert stored_row["n"] == 1, f"a {table} row with {good} must be stored"
     for column, value in good.items():
         stored = row[column]
         assert float(stored) == value if isinstance(value, float) else stored == value
