@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 
 import jwt
 
-from shared.errors import Unauthorized
+from shared.errors import Forbidden, Unauthorized
 from shared.settings import Settings, get_settings
 
 __all__ = [
@@ -281,6 +281,9 @@ def authenticate_user(
     claims = verify_user_token(bearer_token(headers), settings)
     if claims.get("role") != "authenticated":
         raise Unauthorized(f"A signed-in user's token is needed; its role is {str(claims.get('role'))[:40]!r}")
+    if claims.get("is_anonymous") is True:
+        # Supabase's anonymous sign-ins hold real tokens; nobody books or cancels without an account.
+        raise Forbidden("Anonymous accounts cannot book or cancel sessions; sign in with your account")
     try:
         user_id = uuid.UUID(str(claims["sub"]))
     except ValueError:

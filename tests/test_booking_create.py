@@ -196,6 +196,19 @@ def test_an_admin_cannot_book(booking_api: FunctionClient, functions_env: Functi
     assert footprint(committed_db, functions_env.server) == before
 
 
+def test_an_anonymous_sign_in_cannot_book(booking_api: FunctionClient, functions_env: FunctionsEnv,
+                                          committed_db: psycopg.Connection, specialist: BookableSpecialist,
+                                          client: Person) -> None:
+    """Supabase's anonymous users hold real tokens (role authenticated, is_anonymous true)."""
+    before = footprint(committed_db, functions_env.server)
+
+    answer = booking_api.post_json({"specialist_id": str(specialist.id), "starts_at": specialist.slot().isoformat()},
+                                   headers=bearer(client, is_anonymous=True))
+
+    assert_error(answer, 403, "FORBIDDEN")
+    assert footprint(committed_db, functions_env.server) == before
+
+
 _STRANGER = uuid.uuid4()  # a well-formed user id with no auth.users row and no profile
 
 UNAUTHORIZED_HEADERS = {
