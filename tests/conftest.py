@@ -43,7 +43,7 @@ def pg_cluster():
     cluster.init()
     cluster.start()
     try:
-        migrate(cluster.url(), log=lambda _line: None)
+        migrate(cluster.url(), log=lambda _line: None, settings_environ={})
         yield cluster
     finally:
         cluster.destroy()

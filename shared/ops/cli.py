@@ -73,6 +73,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from shared.ops import practice_settings
+    from shared.ops.migrate import _connect, apply_settings
+
+    url, _ = _database_url(args)
+    apply_settings(url)
+    with _connect(url) as conn:
+        for name, value in practice_settings.current(conn).items():
+            print(f"{name.upper()}={'' if value is None else value}")
+    return 0
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     cluster = LocalCluster(Path(args.local_dir))
     cluster.stop()
@@ -105,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8000, help="where the functions are served (default 8000)")
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop the local database").set_defaults(func=cmd_down)
+    sub.add_parser("settings", help="write the practice settings set in the environment to the database, "
+                                    "then print them all").set_defaults(func=cmd_settings)
     deploy = sub.add_parser("deploy", help="build each function's upload folder from deploy.yaml and print "
                                            "(--run: run) its gcloud command")
     deploy.add_argument("functions", nargs="*", metavar="NAME", help="only these functions (default: all)")

@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,8 +110,9 @@ def applied(conn: psycopg.Connection) -> dict[str, str]:
     return dict(conn.execute("select filename, checksum from private.schema_migrations").fetchall())
 
 
-def migrate(url: str, root: Path = REPO_ROOT, log=print) -> list[str]:
-    """Applies what has not run yet; returns the names applied now."""
+def migrate(url: str, root: Path = REPO_ROOT, log=print, settings_environ: Mapping[str, str] | None = None) -> list[str]:
+    """Applies what has not run yet, then the practice settings found in the
+    environment (``settings_environ``, default ``os.environ``); returns the names applied now."""
     with _connect(url) as conn:
         check_server(conn)
         done = applied(conn)
@@ -137,4 +139,19 @@ def migrate(url: str, root: Path = REPO_ROOT, log=print) -> list[str]:
             raise MigrationError(f"{migration.name} failed and was rolled back: {first}")
         newly.append(migration.name)
         log(f"applied {migration.name}")
+    apply_settings(url, settings_environ, log)
     return newly
+
+
+def apply_settings(url: str, environ: Mapping[str, str] | None = None, log=print) -> dict[str, str]:
+    """Writes the practice settings set in ``environ`` (default ``os.environ``) to the database."""
+    from shared.ops import practice_settings
+
+    with _connect(url) as conn:
+        try:
+            written = practice_settings.apply(conn, environ)
+        except practice_settings.PracticeSettingsError as exc:
+            raise MigrationError(f"Practice setting refused: {exc}.") from None
+    for name, value in written.items():
+        log(f"practice setting {name} = {value or 'null'} (from {name.upper()})")
+    return written
