@@ -9,7 +9,8 @@ alter table public.profiles enable row level security;
 
 revoke all on table public.profiles from public, anon, authenticated;
 grant select on table public.profiles to authenticated;
-grant update (full_name, email, timezone, google_calendar_id) on table public.profiles to authenticated;
+-- buffer_minutes: a specialist's own (a trigger refuses it on anyone else's profile).
+grant update (full_name, email, timezone, google_calendar_id, buffer_minutes) on table public.profiles to authenticated;
 grant select, insert, update, delete on table public.profiles to service_role;
 
 create policy "Users can read their own profile"

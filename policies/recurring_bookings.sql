@@ -1,8 +1,10 @@
 /**
  * recurring_bookings: the client and the specialist read theirs; the client
  * creates, changes and deletes their own (only in their own name, only with a
- * specialist); admins manage all. Bookkeeping columns (last_generated_date) are
- * the dispatcher's alone.
+ * specialist); the specialist may end one aimed at them (the booking rules'
+ * trigger allows them nothing else); admins manage all. Bookkeeping columns
+ * (last_generated_date) are the dispatcher's alone; next_booking_date may be
+ * given at creation (seed 002 does), checked against start_date and the cadence.
  */
 
 alter table public.recurring_bookings enable row level security;
@@ -10,7 +12,7 @@ alter table public.recurring_bookings enable row level security;
 revoke all on table public.recurring_bookings from public, anon, authenticated;
 grant select, delete on table public.recurring_bookings to authenticated;
 grant insert (user_id, specialist_id, frequency, start_date, end_date, is_active, start_time,
-              duration_minutes, timezone),
+              duration_minutes, timezone, next_booking_date),
       update (frequency, end_date, is_active, start_time, duration_minutes, timezone)
   on table public.recurring_bookings to authenticated;
 grant select, insert, update, delete on table public.recurring_bookings to service_role;
@@ -35,6 +37,11 @@ create policy "Clients can update their own recurring bookings"
   on public.recurring_bookings for update to authenticated
   using (user_id = (select auth.uid()))
   with check (user_id = (select auth.uid()));
+
+create policy "Specialists can end recurring bookings aimed at them"
+  on public.recurring_bookings for update to authenticated
+  using (specialist_id = (select auth.uid()))
+  with check (specialist_id = (select auth.uid()));
 
 create policy "Clients can delete their own recurring bookings"
   on public.recurring_bookings for delete to authenticated

@@ -26,3 +26,7 @@ create policy "Admins can read every session"
 -- The read model over sessions (sql/0010_access_helpers.sql); it runs with the caller's rights.
 revoke all on table public.upcoming_sessions from public, anon, authenticated;
 grant select on table public.upcoming_sessions to authenticated, service_role;
+
+-- Sessions that no longer fit their specialist's hours (sql/0019_booking_rules.sql); caller's rights.
+revoke all on table public.sessions_needing_attention from public, anon, authenticated;
+grant select on table public.sessions_needing_attention to authenticated, service_role;

@@ -1,9 +1,10 @@
 """Booking a session (booking-create).
 
-The slot is checked against the specialist's weekly hours (in their timezone),
-availability exceptions, notice and advance limits, and both parties' confirmed
-sessions. Then, in one transaction: the session row is inserted (the database's
-exclusion constraints hold the slot against any racing booking), the calendar
+In one transaction: the session row is inserted — the database checks it against
+the booking rules (the specialist's hours in their timezone, exceptions, notice
+and advance, the lengths offered, buffers, both parties' sessions) and prices it
+at the rate of its length; its exclusion constraints hold the slot against any
+racing booking — then the calendar
 event is created with an id derived from the session id, and only then is the
 transaction committed. If the calendar fails, nothing is committed and any event
 that may have been created anyway (a timeout after Google acted) is deleted; a
@@ -17,16 +18,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 
-from shared import calendar, db, monitoring
+from shared import booking_rules, calendar, db, monitoring
 from shared.auth import Caller
-from shared.errors import CalendarUnavailable, Forbidden, NotFound, SlotUnavailable
+from shared.errors import CalendarUnavailable, Forbidden, NotFound
 from shared.inputs import a_moment, a_text, a_uuid, an_integer, fields, json_object, one_of
 from shared.links import cancellation_url
-from shared.settings import get_settings
 
 log = logging.getLogger("functions")
 
@@ -62,87 +61,23 @@ def parse_booking_request(request) -> BookingRequest:
 
 
 # -- the slot ---------------------------------------------------------------------
+# Whether a slot may be booked is the database's to say (private.slot_problem in
+# sql/0019_booking_rules.sql, run by a trigger on every insert into sessions):
+# this module inserts and maps a refusal to the API's error.
 
 SPECIALIST_QUERY = """
-select p.id, p.timezone, p.email, coalesce(p.google_calendar_id, 'primary') as calendar_id,
-       r.amount, r.currency, r.duration_minutes
+select p.id, p.email, coalesce(p.google_calendar_id, 'primary') as calendar_id,
+       private.default_length(p.id) as default_minutes
 from public.profiles p
-left join lateral private.current_rate(p.id) r on true
 where p.id = %s and p.role = 'specialist'
 """
 
 
-def check_slot(conn: psycopg.Connection, specialist: dict, client_id: uuid.UUID,
-               starts_at: datetime, ends_at: datetime, now: datetime) -> None:
-    """Raises SlotUnavailable with the first reason the slot cannot be booked."""
-    settings = get_settings()
-    if starts_at < now + timedelta(hours=settings.booking_min_notice_hours):
-        raise SlotUnavailable("too_soon", f"Sessions must be booked at least "
-                                          f"{settings.booking_min_notice_hours} hours ahead")
-    if starts_at > now + timedelta(days=settings.booking_max_advance_days):
-        raise SlotUnavailable("too_far", f"Sessions can be booked at most "
-                                         f"{settings.booking_max_advance_days} days ahead")
-
-    zone = ZoneInfo(specialist["timezone"])
-    local_start, local_end = starts_at.astimezone(zone), ends_at.astimezone(zone)
-    if local_end.date() != local_start.date():
-        raise SlotUnavailable("outside_hours", "The session would run past midnight in the specialist's timezone")
-    day, start, end = local_start.date(), local_start.time(), local_end.time()
-
-    exceptions = conn.execute(
-        """select is_available, all_day, start_time, end_time
-           from public.specialist_availability_exceptions
-           where specialist_id = %s and exception_date = %s""",
-        [specialist["id"], day],
-    ).fetchall()
-    for exception in exceptions:
-        if exception["is_available"]:
-            continue
-        if exception["all_day"] or (exception["start_time"] < end and start < exception["end_time"]):
-            raise SlotUnavailable("exception", f"The specialist is not available on {day.isoformat()} at that time")
-
-    # A partial "available" exception replaces that day's weekly hours with its own.
-    special_hours = [(e["start_time"], e["end_time"]) for e in exceptions if e["is_available"] and not e["all_day"]]
-    if special_hours:
-        hours = special_hours
-    else:
-        weekday = (local_start.weekday() + 1) % 7  # 0 = Sunday, as in availability_windows
-        hours = [
-            (w["start_time"], w["end_time"])
-            for w in conn.execute(
-                """select start_time, end_time from public.availability_windows
-                   where specialist_id = %s and day_of_week = %s and is_active""",
-                [specialist["id"], weekday],
-            )
-        ]
-    if not any(open_ <= start and end <= close for open_, close in hours):
-        raise SlotUnavailable("outside_hours", "The slot is outside the specialist's working hours")
-
-    taken = conn.execute(
-        """select specialist_id = %(specialist)s as specialist_busy
-           from public.sessions
-           where status = 'confirmed'
-             and (specialist_id = %(specialist)s or client_id = %(client)s)
-             and tstzrange(starts_at, ends_at) && tstzrange(%(starts)s, %(ends)s)
-           limit 1""",
-        {"specialist": specialist["id"], "client": client_id, "starts": starts_at, "ends": ends_at},
-    ).fetchone()
-    if taken:
-        raise _taken(specialist_busy=taken["specialist_busy"])
-
-
-def _taken(*, specialist_busy: bool) -> SlotUnavailable:
-    if specialist_busy:
-        return SlotUnavailable("taken", "The specialist already has a session at that time")
-    return SlotUnavailable("taken", "You already have a session at that time")
-
-
 # -- booking --------------------------------------------------------------------------
 
-def create_booking(caller: Caller, request: BookingRequest, now: datetime | None = None) -> dict[str, Any]:
+def create_booking(caller: Caller, request: BookingRequest) -> dict[str, Any]:
     if caller.role != "client":
         raise Forbidden("Only clients book sessions")
-    now = now or datetime.now(timezone.utc)
     session_id = uuid.uuid4()
     monitoring.tag_session(session_id)
     gateway = calendar.get_gateway()
@@ -153,27 +88,27 @@ def create_booking(caller: Caller, request: BookingRequest, now: datetime | None
             specialist = conn.execute(SPECIALIST_QUERY, [request.specialist_id]).fetchone()
             if specialist is None:
                 raise NotFound(f"No specialist with id {request.specialist_id}")
-            if specialist["amount"] is None:
+            if specialist["default_minutes"] is None:
                 raise NotFound(f"Specialist {request.specialist_id} has no current rate, so cannot be booked")
-            duration = request.duration_minutes or specialist["duration_minutes"]
+            duration = request.duration_minutes or specialist["default_minutes"]
             ends_at = request.starts_at + timedelta(minutes=duration)
-            check_slot(conn, specialist, caller.user_id, request.starts_at, ends_at, now)
             try:
                 session = conn.execute(
                     """insert into public.sessions
                          (id, specialist_id, client_id, starts_at, ends_at, session_type, special_requests,
-                          google_calendar_event_id, calendar_synced_at, price, currency)
+                          google_calendar_event_id, calendar_synced_at)
                        values (%s, %s, %s, %s, %s, %s, %s, %s,
                                -- the event is created before the commit, or nothing is committed
-                               case when %s then now() end, %s, %s)
+                               case when %s then now() end)
                        returning id, booking_reference, starts_at, ends_at, status""",
                     [session_id, specialist["id"], caller.user_id, request.starts_at, ends_at,
-                     request.session_type, request.special_requests, event_id, gateway.enabled,
-                     specialist["amount"], specialist["currency"]],
+                     request.session_type, request.special_requests, event_id, gateway.enabled],
                 ).fetchone()
-            except psycopg.errors.ExclusionViolation as exc:
-                # Someone booked an overlapping session between our check and our insert.
-                raise _taken(specialist_busy=exc.diag.constraint_name == "sessions_no_specialist_overlap") from None
+            except psycopg.Error as exc:
+                refusal = booking_rules.refusal(exc, caller_is_client=True)
+                if refusal is None:
+                    raise
+                raise refusal from None
             conn.execute(
                 """insert into public.audit_log (action, actor_id, actor_role, entity_type, entity_id, new_values)
                    values ('session_booked', %s, 'client', 'session', %s, %s)""",

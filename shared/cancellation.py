@@ -14,14 +14,21 @@ import uuid
 import psycopg
 
 from shared import calendar_sync, monitoring
-from shared.errors import AlreadyCancelled, BookingInPast, NotFound
+from shared.errors import AlreadyCancelled, BookingInPast, CancellationTooLate, NotFound
 
-# SQLSTATEs raised by private.check_cancellation() (sql/0008_cancellations.sql).
+# SQLSTATEs raised by private.check_cancellation() (sql/0019_booking_rules.sql).
 _REFUSALS = {
-    "TB001": lambda session_id: NotFound(f"No session with id {session_id}"),
-    "TB002": lambda session_id: AlreadyCancelled(f"Session {session_id} is already cancelled"),
-    "TB003": lambda session_id: BookingInPast(f"Session {session_id} has already started and can no longer be cancelled"),
+    "TB001": lambda session_id, _: NotFound(f"No session with id {session_id}"),
+    "TB002": lambda session_id, _: AlreadyCancelled(f"Session {session_id} is already cancelled"),
+    "TB003": lambda session_id, _: BookingInPast(
+        f"Session {session_id} has already started and can no longer be cancelled"),
+    # The client's minimum cancellation notice: the database's sentence names the hours.
+    "TB006": lambda _, message: CancellationTooLate(message.rstrip(".")),
 }
+
+
+class _DryRun(Exception):
+    """Rolls the savepoint of a trial cancellation back."""
 
 
 def cancel_session(conn: psycopg.Connection, session_id: uuid.UUID, *, cancelled_by: uuid.UUID | None,
@@ -38,8 +45,22 @@ def cancel_session(conn: psycopg.Connection, session_id: uuid.UUID, *, cancelled
         refusal = _REFUSALS.get(exc.sqlstate or "")
         if refusal is None:
             raise
-        raise refusal(session_id) from None
+        raise refusal(session_id, exc.diag.message_primary or "") from None
     return row["id"]
+
+
+def refusal_of(conn: psycopg.Connection, session_id: uuid.UUID, *, cancelled_by: uuid.UUID | None):
+    """The error the database would answer to this cancellation now, or None when it
+    would be accepted: the cancellation is tried in a savepoint and rolled back, so
+    the rules are asked, never restated (the link's page asks before it offers a button)."""
+    try:
+        with conn.transaction():
+            cancel_session(conn, session_id, cancelled_by=cancelled_by, reason=None)
+            raise _DryRun
+    except _DryRun:
+        return None
+    except (AlreadyCancelled, BookingInPast, CancellationTooLate, NotFound) as refused:
+        return refused
 
 
 def after_commit(session_id: uuid.UUID) -> None:

@@ -22,7 +22,6 @@ from psycopg.types.json import Jsonb
 
 from shared import calendar, calendar_sync, db
 from shared.inputs import a_flag, an_integer, fields, json_object
-from shared.settings import get_settings
 
 log = logging.getLogger("functions")
 
@@ -85,7 +84,11 @@ def _run_once(run_at: datetime, horizon: int, sync: bool, dry_run: bool) -> tupl
 def dispatch(*, run_at: datetime | None = None, horizon_days: int | None = None,
              dry_run: bool = False) -> dict[str, Any]:
     run_at = run_at or datetime.now(timezone.utc)
-    horizon = get_settings().dispatch_horizon_days if horizon_days is None else horizon_days
+    if horizon_days is None:  # the practice setting, which the database holds
+        with db.transaction() as conn:
+            horizon_days = conn.execute(
+                "select (private.practice_settings()).dispatch_horizon_days as days").fetchone()["days"]
+    horizon = horizon_days
     sync = calendar.get_gateway().enabled and not dry_run
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         try:

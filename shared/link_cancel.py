@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import flask
 
 from shared import cancellation, db, monitoring, pages
-from shared.errors import AlreadyCancelled, BookingInPast, NotFound
+from shared.errors import AlreadyCancelled, BookingInPast, CancellationTooLate, NotFound
 from shared.links import session_id_from_token
 from shared.settings import get_settings
 
@@ -89,6 +89,12 @@ def handle(token: str | None, address: str, confirm: bool) -> Page:
     if row["starts_at"] <= datetime.now(timezone.utc):
         return Page(409, pages.already_started(facts))
     if not confirm:
+        # The rules are the database's: ask it whether the cancellation would be
+        # accepted now (the client's minimum notice) before offering the button.
+        with db.transaction(actor_id=row["client_id"], channel="token-cancel") as conn:
+            refused = cancellation.refusal_of(conn, session_id, cancelled_by=row["client_id"])
+        if isinstance(refused, CancellationTooLate):
+            return Page(409, pages.too_late(facts, refused.message))
         return Page(200, pages.confirm(facts, token or ""))
     try:
         with db.transaction(actor_id=row["client_id"], channel="token-cancel") as conn:
@@ -97,6 +103,8 @@ def handle(token: str | None, address: str, confirm: bool) -> Page:
         return Page(409, pages.already_cancelled(facts))
     except BookingInPast:
         return Page(409, pages.already_started(facts))
+    except CancellationTooLate as refused:
+        return Page(409, pages.too_late(facts, refused.message))
     except NotFound:  # pragma: no cover - the row was just read; sessions are never deleted
         return Page(404, pages.invalid_link())
     cancellation.after_commit(session_id)

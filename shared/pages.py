@@ -88,6 +88,12 @@ def already_started(session: SessionFacts) -> str:
                                    "Please contact your specialist directly.</p>")
 
 
+def too_late(session: SessionFacts, reason: str) -> str:
+    return _page("It is too late to cancel this session online",
+                 _facts(session) + f"<p>{escape(reason)}.</p>"
+                                   "<p>Your session has not been changed.</p>")
+
+
 def invalid_link() -> str:
     return _page("This cancellation link is not valid",
                  "<p>The link may be incomplete, altered, or no longer in use. "

@@ -1,5 +1,11 @@
 """Process settings, read once from environment variables.
 
+The numbers the booking rules depend on (notice, advance, cancellation notice,
+dispatch horizon, …) are not here: the database holds them
+(``private.practice_settings``, written from the environment by
+``therapy-db migrate``; see shared/ops/practice_settings.py), because every door,
+PostgREST included, must apply the same ones.
+
 Everything the functions need from their environment goes through `get_settings()`.
 Optional settings get their defaults here; required ones (the database URL, the JWT
 secret, ...) are only required when a code path uses them, through
@@ -52,14 +58,8 @@ class Settings:
     google_calendar_timeout_seconds: float = 10.0
     google_calendar_num_retries: int = 3
     sentry_dsn: str | None = None
-    booking_min_notice_hours: int = 24
-    booking_max_advance_days: int = 30
-    # Clients must cancel at least this many hours ahead (seed 001 uses 24); 0 = no rule.
-    cancellation_min_notice_hours: int = 0
     # Proxies in front of the functions that append to X-Forwarded-For (1 behind Google's front end).
     trusted_proxy_hops: int = 0
-    # The dispatcher creates occurrences up to this many days ahead.
-    dispatch_horizon_days: int = 7
 
     def require(self, name: str) -> Any:
         """Return setting `name` (a field name), or raise if it is not set."""
@@ -185,11 +185,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         google_calendar_timeout_seconds=_seconds(env, "GOOGLE_CALENDAR_TIMEOUT_SECONDS", 10.0),
         google_calendar_num_retries=_integer(env, "GOOGLE_CALENDAR_NUM_RETRIES", 3),
         sentry_dsn=_text(env, "SENTRY_DSN"),
-        booking_min_notice_hours=_integer(env, "BOOKING_MIN_NOTICE_HOURS", 24),
-        booking_max_advance_days=_integer(env, "BOOKING_MAX_ADVANCE_DAYS", 30, minimum=1),
-        cancellation_min_notice_hours=_integer(env, "CANCELLATION_MIN_NOTICE_HOURS", 0),
         trusted_proxy_hops=_integer(env, "TRUSTED_PROXY_HOPS", 0),
-        dispatch_horizon_days=_integer(env, "DISPATCH_HORIZON_DAYS", 7),
     )
 
 

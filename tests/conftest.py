@@ -54,10 +54,18 @@ def database_url(pg_cluster) -> str:
     return pg_cluster.url()
 
 
+# Test fixtures write sessions the way an operator imports them: with the booking
+# rules off for their own connections (`app.booking_rules`, honoured for trusted
+# writers only; sql/0019_booking_rules.sql). The functions' own connections, and
+# every test of the rules, run with them on (`RULES_ON`).
+FIXTURE_OPTIONS = "-c app.booking_rules=off"
+RULES_ON = "set local app.booking_rules = 'on'"
+
+
 @pytest.fixture
 def db(database_url):
     """A superuser connection whose work is rolled back after the test."""
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+    with psycopg.connect(database_url, row_factory=dict_row, options=FIXTURE_OPTIONS) as conn:
         try:
             yield conn
         finally:
@@ -68,7 +76,7 @@ def db(database_url):
 def committed_db(database_url):
     """For tests that need data other connections see (concurrency): an autocommit
     connection; every application table is emptied afterwards."""
-    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row, options=FIXTURE_OPTIONS) as conn:
         try:
             yield conn
         finally:

@@ -27,8 +27,14 @@ def run_at(day: date) -> datetime:
 
 def specialist_with_rate(conn: psycopg.Connection, *, zone: str = "Europe/London", minutes: int = 50,
                          amount: str = "90.00", currency: str = "EUR", rate: bool = True,
-                         rate_from: datetime = LONG_AGO) -> Person:
+                         rate_from: datetime = LONG_AGO, hours: tuple[str, str] | None = ("00:00", "24:00")) -> Person:
+    """A specialist with a rate and, by default, working hours around the clock every day
+    (so the recurrence tables test dates and times, not hours; `hours=None` gives none)."""
     specialist = create_person(conn, "specialist", timezone=zone)
+    if hours:
+        conn.execute(
+            """insert into public.availability_windows (specialist_id, day_of_week, start_time, end_time)
+               select %s, d, %s, %s from generate_series(0, 6) d""", [specialist.id, *hours])
     if rate:
         conn.execute(
             """insert into public.specialist_rates (specialist_id, amount, currency, duration_minutes, effective_from)

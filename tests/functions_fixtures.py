@@ -44,8 +44,10 @@ import functions_framework
 import jwt
 import psycopg
 import pytest
+from psycopg import sql
 
 from shared import calendar, db
+from shared.ops import practice_settings
 from shared.auth import reset_auth_caches
 from shared.ops.localpg import free_port
 from shared.settings import reset_settings
@@ -62,8 +64,7 @@ CALENDAR_NUM_RETRIES = "1"
 SERVER_START_SECONDS = 60
 
 # Settings that must not leak in from the developer's shell.
-_UNSET = ("TRUSTED_PROXY_HOPS", "SUPABASE_JWKS_URL", "SUPABASE_JWT_ISSUER", "SENTRY_DSN", "GOOGLE_CALENDAR_DELEGATE",
-          "BOOKING_MIN_NOTICE_HOURS", "BOOKING_MAX_ADVANCE_DAYS", "CANCELLATION_MIN_NOTICE_HOURS")
+_UNSET = ("TRUSTED_PROXY_HOPS", "SUPABASE_JWKS_URL", "SUPABASE_JWT_ISSUER", "SENTRY_DSN", "GOOGLE_CALENDAR_DELEGATE")
 
 
 # -- tokens ------------------------------------------------------------------------
@@ -143,8 +144,9 @@ class FunctionsEnv:
         return self.calendar.server
 
     def set(self, **variables: str | None) -> None:
-        """Change settings for the rest of this test (in this process) and drop the caches."""
-        for name, value in variables.items():
+        """Change settings for the rest of this test (in this process, or the database's
+        practice settings) and drop the caches."""
+        for name, value in use_practice_settings(self.database_url, variables).items():
             if value is None:
                 self.monkeypatch.delenv(name, raising=False)
             else:
@@ -166,6 +168,7 @@ def functions_env(calendar_env: CalendarEnv, database_url: str, functions_base_u
             patch.delenv(name, raising=False)
         _clear_caches()
         _clear_private_state(database_url)
+        practice = _practice_snapshot(database_url)
         try:
             yield FunctionsEnv(calendar_env, database_url, functions_base_url, patch)
         finally:
@@ -173,6 +176,7 @@ def functions_env(calendar_env: CalendarEnv, database_url: str, functions_base_u
             patch.undo()
             _clear_caches()
             _clear_private_state(database_url)
+            _restore_practice_settings(database_url, practice)
 
 
 # -- HTTP: one small client over both doors ----------------------------------------------
@@ -456,8 +460,31 @@ FUNCTION_APPS = {
 }
 
 
+def use_practice_settings(database_url: str, settings: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Puts each setting where it lives: practice settings (the booking rules' numbers) into
+    the database's row (functions_env restores it after the test); returns the process settings."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        names = set(practice_settings.environment_names(conn))
+        practice_settings.apply(conn, {name: value or "" for name, value in settings.items() if name in names})
+    return {name: value for name, value in settings.items() if name not in names}
+
+
+def _practice_snapshot(database_url: str) -> dict[str, Any]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return practice_settings.current(conn)
+
+
+def _restore_practice_settings(database_url: str, values: Mapping[str, Any]) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("update private.practice_settings set ({}) = row({})").format(
+                sql.SQL(", ").join(map(sql.Identifier, values)), sql.SQL(", ").join(sql.Placeholder() * len(values))),
+            list(values.values()))
+
+
 def _api(request: pytest.FixtureRequest, transport: str, functions_env: FunctionsEnv,
          settings: Mapping[str, str]) -> FunctionsApi:
+    settings = use_practice_settings(functions_env.database_url, settings)
     if transport == "served":
         base_url = request.getfixturevalue("serve_functions")(**settings).base_url
         return FunctionsApi(transport, *(ServedClient(base_url, name) for name in FUNCTION_APPS))

@@ -78,8 +78,11 @@ def world(db, anon, client_a, client_b, specialist_s, specialist_t, admin, make_
         w.label(f"rate_{spec_key}", insert_row(
             db, "specialist_rates", specialist_id=specialist.id, amount=90, currency="EUR", duration_minutes=50,
             effective_from=now - timedelta(days=30), effective_to=now + timedelta(days=365))["id"])
+        # Hours on today's weekday only: the weekly recurrences below (from a week today, 10:00)
+        # fit them, and the upcoming sessions (two days ahead) lie outside them, so they show in
+        # sessions_needing_attention.
         w.label(f"window_{spec_key}", insert_row(
-            db, "availability_windows", specialist_id=specialist.id, day_of_week=1,
+            db, "availability_windows", specialist_id=specialist.id, day_of_week=(today.weekday() + 1) % 7,
             start_time=time(9), end_time=time(17))["id"])
         w.label(f"exception_{spec_key}", insert_row(
             db, "specialist_availability_exceptions", specialist_id=specialist.id,

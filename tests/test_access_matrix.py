@@ -68,6 +68,9 @@ def REFUSED_BY(message: str) -> Outcome:  # noqa: N802
     return Outcome("REFUSED_BY", message=message)
 
 
+ONLY_CLIENTS_RECUR = REFUSED_BY("Only clients make recurring bookings.")  # sql/0019's trigger
+
+
 NOT_THE_SPECIALIST = REFUSED_BY("can only be written by its specialist.")
 NOT_A_PARTY = REFUSED_BY("Only the session's client or specialist can cancel it.")
 
@@ -117,8 +120,9 @@ GRID = [
     # Inserts are in the caller's own name with a specialist (S books T: a therapist may be a client too).
     ("recurring_bookings", "select",
      DENIED, OWN("recurring_as"), OWN("recurring_bt"), OWN("recurring_as"), OWN("recurring_bt"), ALL),
-    ("recurring_bookings", "insert", DENIED, ALLOWED, ALLOWED, ALLOWED, ALLOWED, ALLOWED),
-    ("recurring_bookings", "update", DENIED, ALLOWED, NONE, NONE, NONE, ALLOWED),  # A→S
+    # Only clients make them (sql/0019); the specialist may end one aimed at them.
+    ("recurring_bookings", "insert", DENIED, ALLOWED, ALLOWED, ONLY_CLIENTS_RECUR, ONLY_CLIENTS_RECUR, ALLOWED),
+    ("recurring_bookings", "update", DENIED, ALLOWED, NONE, ALLOWED, NONE, ALLOWED),  # A→S
     ("recurring_bookings", "delete", DENIED, ALLOWED, NONE, NONE, NONE, ALLOWED),
 
     # sessions: read by their parties and admins; written only by the functions
@@ -180,6 +184,15 @@ GRID = [
     ("upcoming_sessions", "insert", *[NOT_UPDATABLE] * 6),
     ("upcoming_sessions", "update", *[NOT_UPDATABLE] * 6),
     ("upcoming_sessions", "delete", *[NOT_UPDATABLE] * 6),
+
+    # upcoming sessions outside their specialist's current hours, under the sessions' policies
+    # (the world's upcoming sessions lie outside the hours: tests/rls_fixtures.py)
+    ("sessions_needing_attention", "select",
+     DENIED, OWN("session_as_upcoming"), OWN("session_bt_upcoming"),
+     OWN("session_as_upcoming"), OWN("session_bt_upcoming"), OWN("session_as_upcoming", "session_bt_upcoming")),
+    ("sessions_needing_attention", "insert", *[NOT_UPDATABLE] * 6),
+    ("sessions_needing_attention", "update", *[NOT_UPDATABLE] * 6),
+    ("sessions_needing_attention", "delete", *[NOT_UPDATABLE] * 6),
 ]
 
 OPERATIONS = ("select", "insert", "update", "delete")
@@ -193,7 +206,7 @@ MATRIX_TABLES = sorted({table for table, *_ in GRID})
 
 # Views are checked through the table they show.
 BASE_TABLE = {"specialist_directory": "profiles", "specialist_time_off": "specialist_availability_exceptions",
-              "upcoming_sessions": "sessions"}
+              "upcoming_sessions": "sessions", "sessions_needing_attention": "sessions"}
 
 
 # -- what each caller tries ---------------------------------------------------------
@@ -224,7 +237,7 @@ def insert_values(table: str, w: World, caller: str) -> dict:
         "booking_packages": lambda: {
             "specialist_id": own_id(w, caller, "specialist_s"), "name": "Ten sessions", "session_count": 10,
             "price": Decimal("800.00")},
-        "recurring_bookings": lambda: {
+        "recurring_bookings": lambda: {  # today's weekday at 10:00: inside the world's hours
             "user_id": own_id(w, caller, "client_a"), "specialist_id": w.people[other_specialist].id,
             "frequency": "weekly", "start_date": TODAY + timedelta(days=14), "duration_minutes": 50},
         "sessions": lambda: {
@@ -246,6 +259,9 @@ def insert_values(table: str, w: World, caller: str) -> dict:
         "upcoming_sessions": lambda: {
             "specialist_id": w.people["specialist_s"].id, "client_id": own_id(w, caller, "client_a"),
             "starts_at": NOW + timedelta(days=21), "ends_at": NOW + timedelta(days=21, minutes=50)},
+        "sessions_needing_attention": lambda: {
+            "specialist_id": w.people["specialist_s"].id, "client_id": own_id(w, caller, "client_a"),
+            "starts_at": NOW + timedelta(days=22), "ends_at": NOW + timedelta(days=22, minutes=50)},
     }[table]()
 
 
@@ -266,6 +282,7 @@ WRITE_TARGETS = {
     "specialist_directory": (lambda w: w.id("specialist_s"), "full_name", "Renamed"),
     "specialist_time_off": (lambda w: w.id("exception_s"), "is_available", True),
     "upcoming_sessions": (lambda w: w.id("session_as_upcoming"), "status", "cancelled"),
+    "sessions_needing_attention": (lambda w: w.id("session_as_upcoming"), "starts_at", NOW + timedelta(days=30)),
 }
 
 
@@ -492,11 +509,18 @@ def test_nothing_outside_public_is_reachable_by_api_roles(db):
     assert reachable == [], f"tables outside public are not in the matrix and must stay closed: {reachable}"
 
 
-def test_no_function_in_public_is_callable_through_the_api(db):
+# The RPC functions the API offers on purpose, each with the tests that hold it to what it may reveal.
+PUBLIC_RPCS = {
+    "available_slots": "free start and end times only (tests/test_booking_rules.py, test_available_slots_property.py)",
+}
+
+
+def test_no_function_in_public_is_callable_through_the_api_but_the_listed_rpcs(db):
     callable_ = [r["proname"] for r in db.execute(
         "select proname from pg_proc where pronamespace = 'public'::regnamespace"
-        " and (has_function_privilege('anon', oid, 'execute') or has_function_privilege('authenticated', oid, 'execute'))")]
-    assert callable_ == [], f"RPC functions in public are outside the access matrix: {callable_}"
+        " and (has_function_privilege('anon', oid, 'execute') or has_function_privilege('authenticated', oid, 'execute'))"
+        " order by proname")]
+    assert callable_ == sorted(PUBLIC_RPCS), f"RPC functions in public are outside the access matrix: {callable_}"
 
 
 def test_the_guards_notice_a_new_table_policy_or_grant(db):

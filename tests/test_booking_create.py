@@ -163,6 +163,9 @@ def test_booking_without_a_google_calendar_id_uses_the_primary_calendar(
 def test_duration_and_session_type_are_taken_from_the_request(
         booking_api: FunctionClient, committed_db: psycopg.Connection, client: Person,
         specialist: BookableSpecialist) -> None:
+    committed_db.execute(
+        """insert into public.specialist_rates (specialist_id, amount, currency, duration_minutes, effective_from)
+           values (%s, 160, 'EUR', 90, now() - interval '1 day')""", [specialist.id])
     starts_at = specialist.slot()
 
     body = assert_booked(book(booking_api, client, specialist.id, starts_at, duration_minutes=90,
@@ -171,6 +174,29 @@ def test_duration_and_session_type_are_taken_from_the_request(
     session = committed_db.execute("select * from public.sessions where id = %s", [body["session_id"]]).fetchone()
     assert session["ends_at"] - session["starts_at"] == timedelta(minutes=90)
     assert (session["session_type"], session["special_requests"]) == ("follow_up", "Ground floor, please")
+    assert (session["price"], session["currency"]) == (Decimal("160.00"), "EUR")  # the 90-minute rate, not 50's
+
+
+def test_each_length_is_priced_at_its_own_rate_and_unoffered_lengths_are_refused(
+        booking_api: FunctionClient, functions_env: FunctionsEnv, committed_db: psycopg.Connection,
+        client: Person, specialist: BookableSpecialist) -> None:
+    committed_db.execute(
+        """insert into public.specialist_rates (specialist_id, amount, currency, duration_minutes, effective_from)
+           values (%s, 300, 'EUR', 240, now() - interval '1 day')""", [specialist.id])
+
+    long = assert_booked(book(booking_api, client, specialist.id, specialist.slot(3, "08:00"), duration_minutes=240))
+    default = assert_booked(book(booking_api, client, specialist.id, specialist.slot(4, "10:00")))
+    before = footprint(committed_db, functions_env.server)
+    refused = book(booking_api, client, specialist.id, specialist.slot(5, "10:00"), duration_minutes=45)
+
+    prices = {row["id"]: (row["ends_at"] - row["starts_at"], row["price"]) for row in committed_db.execute(
+        "select id, starts_at, ends_at, price from public.sessions where client_id = %s", [client.id])}
+    assert prices[uuid.UUID(long["session_id"])] == (timedelta(minutes=240), Decimal("300.00"))
+    # No length given: the specialist's shortest current length, at its price.
+    assert prices[uuid.UUID(default["session_id"])] == (timedelta(minutes=50), Decimal("95.00"))
+    assert_error(refused, 400, "INVALID_REQUEST")
+    assert refused.json()["message"] == "The specialist offers sessions of 50 or 240 minutes, not 45"
+    assert footprint(committed_db, functions_env.server) == before
 
 
 # -- who may book --------------------------------------------------------------------------

@@ -57,7 +57,7 @@ SECRET_VALUES = {
 }
 PLAIN_VALUES = {
     "PUBLIC_FUNCTIONS_URL": "https://europe-west1-therapy.cloudfunctions.net",
-    "BOOKING_MIN_NOTICE_HOURS": "12",
+    "GOOGLE_CALENDAR_DELEGATE": "true",
     "SENTRY_DSN": "https://public-key@o1.ingest.sentry.io/2",
 }
 
@@ -401,11 +401,11 @@ def test_dry_run_never_prints_or_bundles_a_secret_value(tmp_path: Path):
 
 def test_env_file_values_override_the_environment(tmp_path: Path):
     env_file = tmp_path / "production.env"
-    env_file.write_text("# production\nBOOKING_MIN_NOTICE_HOURS=36\nexport SENTRY_DSN='https://k@sentry.test/9'\n")
+    env_file.write_text("# production\nGOOGLE_CALENDAR_DELEGATE=true\nexport SENTRY_DSN='https://k@sentry.test/9'\n")
     status, printed, _ = _run_deploy(tmp_path, only=["booking-create"], env_file=env_file)
     assert status == 0
     env_vars = _flag(_commands(printed)["booking-create"], "set-env-vars")
-    assert "BOOKING_MIN_NOTICE_HOURS=36" in env_vars.split(",")
+    assert "GOOGLE_CALENDAR_DELEGATE=true" in env_vars.split(",")
     assert "SENTRY_DSN=https://k@sentry.test/9" in env_vars.split(",")
 
 

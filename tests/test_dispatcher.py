@@ -209,6 +209,9 @@ def test_case_table_agrees_with_the_dateutil_oracle(case: Case):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_daily_runs_create_the_expected_sessions_at_local_time(db: psycopg.Connection, case: Case):
+    # The booking rules' maximum advance must reach as far as the run's horizon.
+    db.execute("update private.practice_settings set booking_max_advance_days = greatest(booking_max_advance_days, %s)",
+               [case.horizon])
     specialist = specialist_with_rate(db, zone=case.zone)
     client = create_person(db, "client")
     created_at = datetime.combine(date.fromisoformat(case.created_on), time(12), UTC) if case.created_on else LONG_AGO
@@ -458,15 +461,18 @@ def test_missed_occurrences_after_an_outage_are_reported_and_audited(dispatcher_
 
     answer = dispatcher.dispatch(run_at=RUN_AT, horizon_days=7)
 
-    assert answer["errors"] == [{"recurring_id": str(late), "occurrence_date": "2026-05-25",
-                                 "error": dispatcher.MISSED}]
-    assert [s["occurrence_date"] for s in sessions_of(committed_db, late)] == [date(2026, 6, 1), date(2026, 6, 8)]
+    # 1 June 10:00 is eight hours after the run: inside the booking rules' minimum notice.
+    assert answer["errors"] == [
+        {"recurring_id": str(late), "occurrence_date": "2026-05-25", "error": dispatcher.MISSED},
+        {"recurring_id": str(late), "occurrence_date": "2026-06-01",
+         "error": "Sessions must be booked at least 24 hours ahead"}]
+    assert [s["occurrence_date"] for s in sessions_of(committed_db, late)] == [date(2026, 6, 8)]
     assert len(sessions_of(committed_db, on_time)) == 1
     audit = committed_db.execute(
         "select status, new_values from public.audit_log where action = 'recurring_bookings_dispatched'").fetchone()
     assert audit["status"] == "success_with_errors"
     assert {k: audit["new_values"][k] for k in ("dispatched", "errors", "missed")} == \
-        {"dispatched": 3, "errors": 1, "missed": 1}
+        {"dispatched": 2, "errors": 2, "missed": 1}
 
 
 def test_horizon_comes_from_the_dispatch_horizon_days_setting(dispatcher_env, committed_db):
@@ -583,14 +589,15 @@ def test_dry_run_writes_nothing_and_reports_what_a_real_run_creates(dispatcher_e
 # -- calendar events ------------------------------------------------------------------------
 
 def next_days_recurrences(conn: psycopg.Connection, count: int) -> None:
-    """`count` recurrences of one specialist (UTC) starting over the next six days, an hour apart,
-    so that a dispatch now with the default 7-day horizon creates exactly `count` sessions."""
+    """`count` recurrences of one specialist (UTC) starting over six days from the day after
+    tomorrow (past the booking rules' 24-hour notice), an hour apart, so that a dispatch now
+    with the default 7-day horizon creates exactly `count` sessions."""
     specialist = specialist_with_rate(conn, zone="UTC")
     client = create_person(conn, "client")
     conn.execute(
         """insert into public.recurring_bookings (user_id, specialist_id, frequency, start_date, start_time,
                                                   timezone, duration_minutes)
-           select %s, %s, 'weekly', current_date + 1 + i %% 6, make_time(i / 6, 0, 0), 'UTC', 50
+           select %s, %s, 'weekly', current_date + 2 + i %% 6, make_time(i / 6, 0, 0), 'UTC', 50
            from generate_series(0, %s - 1) i""",
         [client.id, specialist.id, count])
 

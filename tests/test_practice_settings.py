@@ -20,7 +20,8 @@ def test_defaults_are_the_documented_ones(db):
 
 
 def test_set_variables_are_written_and_unset_ones_left_alone(db):
-    written = practice_settings.apply(db, {"BOOKING_MIN_NOTICE_HOURS": "48", "UNRELATED": "x"})
+    written = practice_settings.apply(db, {"BOOKING_MIN_NOTICE_HOURS": "48", "UNRELATED": "x",
+                                           "BOOKING_MAX_ADVANCE_DAYS": " "})
     assert written == {"booking_min_notice_hours": "48"}
     now = practice_settings.current(db)
     assert now["booking_min_notice_hours"] == 48
@@ -33,7 +34,7 @@ def test_set_variables_are_written_and_unset_ones_left_alone(db):
         ("BOOKING_MIN_NOTICE_HOURS", "a day", "BOOKING_MIN_NOTICE_HOURS='a day' is not a valid integer"),
         ("BOOKING_MIN_NOTICE_HOURS", "-1", "BOOKING_MIN_NOTICE_HOURS='-1' is out of range for booking_min_notice_hours"),
         ("BOOKING_MAX_ADVANCE_DAYS", "0", "BOOKING_MAX_ADVANCE_DAYS='0' is out of range for booking_max_advance_days"),
-        ("BOOKING_MAX_ADVANCE_DAYS", "", "BOOKING_MAX_ADVANCE_DAYS cannot be empty"),
+        ("BOOKING_MAX_ADVANCE_DAYS", "null", "BOOKING_MAX_ADVANCE_DAYS cannot be empty"),
     ],
 )
 def test_bad_values_are_refused_and_change_nothing(db, variable, value, message):
@@ -74,3 +75,10 @@ def test_settings_command_applies_the_environment_and_prints_every_setting(datab
     finally:
         with pg.connect(database_url, autocommit=True) as conn:
             conn.execute("update private.practice_settings set booking_max_advance_days = 30")
+
+
+def test_null_clears_a_setting_that_may_be_empty(db):
+    practice_settings.apply(db, {"SLOT_STEP_MINUTES": "15"})
+    assert practice_settings.current(db)["slot_step_minutes"] == 15
+    practice_settings.apply(db, {"SLOT_STEP_MINUTES": "null"})
+    assert practice_settings.current(db)["slot_step_minutes"] is None

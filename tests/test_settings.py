@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ SERVICE_ACCOUNT = {
 
 def test_defaults_apply_when_nothing_is_set() -> None:
     settings = load_settings({})
-    assert settings.booking_min_notice_hours == 24
-    assert settings.booking_max_advance_days == 30
+    assert settings.google_calendar_num_retries == 3
+    assert settings.trusted_proxy_hops == 0
     assert settings.google_calendar_delegate is False
     assert settings.google_calendar_timeout_seconds == 10.0
     assert settings.calendar_sync_enabled is False
@@ -33,8 +34,8 @@ def test_values_are_read_and_converted() -> None:
         {
             "DATABASE_URL": "postgresql://app@db/therapy",
             "SUPABASE_JWT_ISSUER": "https://ref.supabase.co/auth/v1",
-            "BOOKING_MIN_NOTICE_HOURS": "2",
-            "BOOKING_MAX_ADVANCE_DAYS": "90",
+            "GOOGLE_CALENDAR_NUM_RETRIES": "2",
+            "TRUSTED_PROXY_HOPS": "1",
             "GOOGLE_CALENDAR_DELEGATE": "True",
             "GOOGLE_CALENDAR_TIMEOUT_SECONDS": "2.5",
             "GOOGLE_CALENDAR_API_URL": "http://127.0.0.1:8099/calendar/v3",
@@ -42,7 +43,7 @@ def test_values_are_read_and_converted() -> None:
     )
     assert settings.database_url == "postgresql://app@db/therapy"
     assert settings.supabase_jwt_issuer == "https://ref.supabase.co/auth/v1"
-    assert (settings.booking_min_notice_hours, settings.booking_max_advance_days) == (2, 90)
+    assert (settings.google_calendar_num_retries, settings.trusted_proxy_hops) == (2, 1)
     assert settings.google_calendar_delegate is True
     assert settings.google_calendar_timeout_seconds == 2.5
     assert settings.google_calendar_api_url == "http://127.0.0.1:8099/calendar/v3/"
@@ -50,18 +51,17 @@ def test_values_are_read_and_converted() -> None:
 
 
 def test_empty_value_counts_as_unset() -> None:
-    settings = load_settings({"SENTRY_DSN": "", "GOOGLE_SERVICE_ACCOUNT_JSON": "  ", "BOOKING_MIN_NOTICE_HOURS": ""})
+    settings = load_settings({"SENTRY_DSN": "", "GOOGLE_SERVICE_ACCOUNT_JSON": "  ", "TRUSTED_PROXY_HOPS": ""})
     assert settings.sentry_dsn is None
     assert settings.calendar_sync_enabled is False
-    assert settings.booking_min_notice_hours == 24
+    assert settings.trusted_proxy_hops == 0
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("BOOKING_MIN_NOTICE_HOURS", "a day", "BOOKING_MIN_NOTICE_HOURS must be a whole number, got 'a day'"),
-        ("BOOKING_MIN_NOTICE_HOURS", "-1", "BOOKING_MIN_NOTICE_HOURS must be at least 0, got -1"),
-        ("BOOKING_MAX_ADVANCE_DAYS", "0", "BOOKING_MAX_ADVANCE_DAYS must be at least 1, got 0"),
+        ("TRUSTED_PROXY_HOPS", "one", "TRUSTED_PROXY_HOPS must be a whole number, got 'one'"),
+        ("TRUSTED_PROXY_HOPS", "-1", "TRUSTED_PROXY_HOPS must be at least 0, got -1"),
         ("GOOGLE_CALENDAR_DELEGATE", "maybe", "GOOGLE_CALENDAR_DELEGATE must be true or false, got 'maybe'"),
         ("GOOGLE_CALENDAR_TIMEOUT_SECONDS", "0", "GOOGLE_CALENDAR_TIMEOUT_SECONDS must be positive"),
         (
@@ -114,14 +114,21 @@ def test_bad_service_account_is_reported_without_leaking_the_key(value: str, mes
 
 
 def test_settings_are_cached_until_reset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BOOKING_MIN_NOTICE_HOURS", "5")
+    monkeypatch.setenv("TRUSTED_PROXY_HOPS", "5")
     reset_settings()
     try:
         first = get_settings()
-        monkeypatch.setenv("BOOKING_MIN_NOTICE_HOURS", "6")
+        monkeypatch.setenv("TRUSTED_PROXY_HOPS", "6")
         assert get_settings() is first
         reset_settings()
-        assert get_settings().booking_min_notice_hours == 6
+        assert get_settings().trusted_proxy_hops == 6
     finally:
         monkeypatch.undo()
         reset_settings()
+
+
+def test_the_booking_rules_numbers_are_not_process_settings() -> None:
+    """They live in the database (private.practice_settings), which every door reads."""
+    names = {f.name for f in fields(Settings)}
+    assert not names & {"booking_min_notice_hours", "booking_max_advance_days", "cancellation_min_notice_hours",
+                        "dispatch_horizon_days"}

@@ -32,6 +32,7 @@ TITLES = {
     "invalid": "This cancellation link is not valid",
     "too many attempts": "Too many attempts",
     "method not allowed": "This page cannot do that",
+    "too late": "It is too late to cancel this session online",
 }
 LINK_REASON = "Cancelled by the client through the emailed link"
 ROTATED_SECRET = "the-next-cancellation-link-secret-after-rotation-0123456789"
@@ -286,6 +287,31 @@ def test_a_session_that_has_started_or_is_over_cannot_be_cancelled(
     assert_page(answer, 409, "past")
     assert "<form" not in answer.text
     assert footprint(committed_db, functions_env.server) == before
+
+
+# -- the client's minimum cancellation notice (the database's rule, sql/0019) --------------------
+
+@pytest.mark.parametrize("transport", ["app", "served"])
+def test_inside_the_cancellation_notice_the_link_says_too_late_and_changes_nothing(
+        transport: str, configured_functions_api, functions_env: FunctionsEnv, committed_db: psycopg.Connection,
+        book_session) -> None:
+    api = configured_functions_api(transport, CANCELLATION_MIN_NOTICE_HOURS="24").token_cancel
+    soon = book_session(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=3))
+    before = footprint(committed_db, functions_env.server)
+
+    opened = api.request("GET", query=link(soon["id"]))
+    pressed = press_the_button(api, link(soon["id"]))
+
+    for answer in (opened, pressed):
+        assert_page(answer, 409, "too late")
+        assert "<form" not in answer.text
+        assert "Sessions must be cancelled at least 24 hours ahead; please contact your specialist." in \
+            page_text(answer)
+    assert footprint(committed_db, functions_env.server) == before
+    # Outside the notice the same link still cancels.
+    later = book_session(datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=30))
+    assert_page(api.request("GET", query=link(later["id"])), 200, "confirm")
+    assert_page(press_the_button(api, link(later["id"])), 200, "cancelled")
 
 
 # -- what the pages show and send ---------------------------------------------------------------

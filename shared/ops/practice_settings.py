@@ -3,7 +3,8 @@ booking rules read inside the database, fed from the environment at deploy time.
 
 Each column has an environment variable of the same name in capitals
 (``booking_min_notice_hours`` ← ``BOOKING_MIN_NOTICE_HOURS``). ``apply`` writes
-every such variable that is set; unset ones leave the stored value alone. The
+every such variable that is set; unset or empty ones leave the stored value alone,
+and ``null`` clears a setting that may be empty (``SLOT_STEP_MINUTES=null``). The
 database checks each value (its columns carry check constraints), so a bad value
 is refused here, at deploy time, with the constraint's name in the sentence.
 Later migrations add columns; this module finds them by reading the table, so a
@@ -43,9 +44,9 @@ def environment_names(conn: psycopg.Connection) -> list[str]:
 
 
 def _value(raw: str, type_: str) -> str | None:
-    """An environment value as text for the column's input function; '' or 'null' = NULL (unset)."""
+    """An environment value as text for the column's input function; 'null' = NULL."""
     text = raw.strip()
-    if text.lower() in ("", "null", "none"):
+    if text.lower() == "null":
         return None
     if type_.endswith("[]") and not text.startswith("{"):
         # Lists are written as comma-separated values: REMINDER_OFFSETS_MINUTES=1440,120,15
@@ -59,8 +60,8 @@ def apply(conn: psycopg.Connection, environ: Mapping[str, str] | None = None) ->
     written: dict[str, str] = {}
     for name, type_ in columns(conn).items():
         variable = name.upper()
-        if variable not in env:
-            continue
+        if not env.get(variable, "").strip():
+            continue  # unset, or empty as .env files and deploy tools write "no value": leave it alone
         value = _value(env[variable], type_)
         try:
             with conn.transaction():

@@ -83,6 +83,12 @@ SEED_STEPS: list[tuple[str, str]] = [
         select md5('dispatch-s' || i)::uuid, 80, 'EUR', 50, now() - interval '30 days'
         from generate_series(0, %(specialists)s - 1) i
     """),
+    # Working hours around the clock every day: the seed measures dispatch, not refusals.
+    ("weekly hours", """
+        insert into public.availability_windows (specialist_id, day_of_week, start_time, end_time)
+        select md5('dispatch-s' || i)::uuid, d, '00:00', '24:00'
+        from generate_series(0, %(specialists)s - 1) i cross join generate_series(0, 6) d
+    """),
     ("recurring bookings", """
         insert into public.recurring_bookings (user_id, specialist_id, frequency, start_date, start_time,
                                                timezone, duration_minutes)
@@ -230,12 +236,14 @@ def insert_floor(url: str) -> list[tuple[str, float]]:
             conn.execute(f"drop table if exists {FLOOR_TABLE}")
             conn.execute(f"""create table {FLOOR_TABLE} (id uuid primary key, specialist_id uuid not null,
                              client_id uuid not null, starts_at timestamptz not null, ends_at timestamptz not null,
-                             status text not null default 'confirmed')""")
+                             blocked_until timestamptz not null, status text not null default 'confirmed')""")
             for definition in constraints:
                 conn.execute(f"alter table {FLOOR_TABLE} add {definition}")
             started = time.perf_counter()
-            conn.execute(f"""insert into {FLOOR_TABLE} (id, specialist_id, client_id, starts_at, ends_at)
+            conn.execute(f"""insert into {FLOOR_TABLE} (id, specialist_id, client_id, starts_at, ends_at,
+                                                        blocked_until)
                              select gen_random_uuid(), r.specialist_id, r.user_id, s.starts_at,
+                                    s.starts_at + make_interval(mins => r.duration_minutes),
                                     s.starts_at + make_interval(mins => r.duration_minutes)
                              from public.recurring_bookings r,
                                   lateral (select (r.start_date + r.start_time) at time zone r.timezone as starts_at) s""")

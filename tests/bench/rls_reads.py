@@ -133,12 +133,22 @@ SEED_STEPS: list[Step] = [
           from generate_series(0, %(clients)s - 1) c
          where p.id = md5('c' || c)::uuid and c %% 4 <> 3
     """]),
+    # What available_slots reads: one 50-minute rate and weekday hours 08:00–18:00 (local).
+    Step("rates and weekly hours", ["""
+        insert into public.specialist_rates (specialist_id, amount, currency, duration_minutes, effective_from)
+        select md5('s' || i)::uuid, 90, 'EUR', 50, now() - interval '1 year'
+        from generate_series(0, %(specialists)s - 1) i
+    """, """
+        insert into public.availability_windows (specialist_id, day_of_week, start_time, end_time)
+        select md5('s' || i)::uuid, d, '08:00', '18:00'
+        from generate_series(0, %(specialists)s - 1) i cross join generate_series(1, 5) d
+    """]),
     # The dispatcher's bulk path (sql/0007): no per-row party locks. Workers never share a
     # specialist or a client, so they cannot meet in the exclusion constraints.
     Step("confirmed sessions", ["set local app.bulk_session_insert = 'on'", """
-        insert into public.sessions (specialist_id, client_id, starts_at, ends_at, session_type,
+        insert into public.sessions (specialist_id, client_id, starts_at, ends_at, blocked_until, session_type,
                                      booking_reference, price, currency)
-        select specialist_id, client_id, starts_at, ends_at, session_type, booking_reference, 90, 'EUR'
+        select specialist_id, client_id, starts_at, ends_at, ends_at, session_type, booking_reference, 90, 'EUR'
         from (""" + SESSION_SLOTS + """) slot
         where not cancelled
         order by k
@@ -148,10 +158,10 @@ SEED_STEPS: list[Step] = [
     # left them, set-based with triggers off (replica): the session, its cancellation record,
     # and its two status changes.
     Step("cancelled sessions, as history", ["set local session_replication_role = replica", """
-        insert into public.sessions (specialist_id, client_id, starts_at, ends_at, session_type,
+        insert into public.sessions (specialist_id, client_id, starts_at, ends_at, blocked_until, session_type,
                                      booking_reference, price, currency, status, cancelled_at, cancelled_by,
                                      cancellation_reason, created_at)
-        select specialist_id, client_id, starts_at, ends_at, session_type, booking_reference, 90, 'EUR',
+        select specialist_id, client_id, starts_at, ends_at, ends_at, session_type, booking_reference, 90, 'EUR',
                'cancelled', starts_at - interval '2 days', client_id, 'Schedule conflict',
                starts_at - interval '9 days'
         from (""" + SESSION_SLOTS + """) slot
@@ -206,7 +216,8 @@ def seed(url: str, scale: Scale, log: Callable[[str], None] = print) -> dict[str
         started = time.perf_counter()
         conn.execute("set maintenance_work_mem = '512MB'")
         conn.execute("vacuum (analyze) public.profiles, public.sessions, public.session_notes,"
-                     " public.booking_status_history, public.booking_cancellations, auth.users")
+                     " public.booking_status_history, public.booking_cancellations, auth.users,"
+                     " public.specialist_rates, public.availability_windows")
         log(f"  vacuum analyze: {time.perf_counter() - started:.1f} s")
         return {table: conn.execute(f"select count(*) as n from public.{table}").fetchone()["n"]
                 for table in ("profiles", "sessions", "session_notes", "booking_status_history")}
@@ -256,6 +267,9 @@ READS = [
          " (select id from public.sessions where client_id = %(me)s)"),
     Read("notes, policy only", "specialist", True, "select * from public.session_notes limit 50"),
     Read("notes, policy only", "client", True, "select * from public.session_notes limit 50"),
+    # A booking page: one specialist's free slots over the next 30 days (sql/0019), as a signed-in client.
+    Read("free slots, 30 days", "client", True,
+         "select * from public.available_slots(%(specialist)s, current_date + 1, current_date + 30)"),
 ]
 
 
@@ -266,13 +280,14 @@ def claims_for(person_id: uuid.UUID) -> str:
                        "user_metadata": {}})
 
 
-def call(conn: psycopg.Connection, read: Read, person_id: uuid.UUID) -> list[dict]:
+def call(conn: psycopg.Connection, read: Read, person_id: uuid.UUID,
+         specialist_id: uuid.UUID | None = None) -> list[dict]:
     """One request, the way PostgREST makes it, on an autocommit, read-only connection."""
     with conn.transaction():
         # The owner's requests have the same shape (claims set), minus the role switch that brings RLS in.
         conn.execute("select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
                      ["authenticated" if read.under_rls else "none", claims_for(person_id)])
-        return conn.execute(read.query, {"me": person_id}).fetchall()
+        return conn.execute(read.query, {"me": person_id, "specialist": specialist_id}).fetchall()
 
 
 def people(scale: Scale) -> dict[str, Callable[[random.Random], uuid.UUID]]:
@@ -295,13 +310,14 @@ class Measurement:
 
 def measure(conn: psycopg.Connection, read: Read, scale: Scale, calls: int, rng: random.Random) -> Measurement:
     pick = people(scale)[read.who]
+    any_specialist = people(scale)["specialist"]
     for _ in range(min(20, calls)):  # warm the connection's prepared statements and the cache
-        call(conn, read, pick(rng))
+        call(conn, read, pick(rng), any_specialist(rng))
     latencies, rows = [], []
     for _ in range(calls):
-        person = pick(rng)
+        person, specialist = pick(rng), any_specialist(rng)
         started = time.perf_counter()
-        result = call(conn, read, person)
+        result = call(conn, read, person, specialist)
         latencies.append((time.perf_counter() - started) * 1000)
         rows.append(len(result))
     return Measurement(read, latencies, rows)
