@@ -24,6 +24,8 @@ import psycopg
 from shared import booking_rules, calendar, db, monitoring
 from shared.auth import Caller
 from shared.errors import CalendarUnavailable, Forbidden, NotFound
+from shared.intake import forms as intake_forms
+from shared.intake.answers import IntakeSubmission, parse_intake
 from shared.inputs import a_moment, a_text, a_uuid, an_integer, fields, json_object, one_of
 from shared.links import cancellation_url
 
@@ -39,6 +41,7 @@ class BookingRequest:
     duration_minutes: int | None = None
     session_type: str = "initial"
     special_requests: str | None = None
+    intake: IntakeSubmission | None = None  # seed 001 sends the intake form with the booking
 
 
 def parse_booking_request(request) -> BookingRequest:
@@ -49,6 +52,7 @@ def parse_booking_request(request) -> BookingRequest:
             "duration_minutes": an_integer(15, 240),
             "session_type": one_of(*SESSION_TYPES),
             "special_requests": a_text(2000),
+            "intake": parse_intake,
         },
     )
     return BookingRequest(
@@ -57,6 +61,7 @@ def parse_booking_request(request) -> BookingRequest:
         duration_minutes=parsed["duration_minutes"],
         session_type=parsed["session_type"] or "initial",
         special_requests=parsed["special_requests"] or None,
+        intake=parsed["intake"],
     )
 
 
@@ -117,6 +122,7 @@ def create_booking(caller: Caller, request: BookingRequest) -> dict[str, Any]:
                     "starts_at": session["starts_at"].isoformat(), "ends_at": session["ends_at"].isoformat(),
                 })],
             )
+            intake_forms.store_with_booking(conn, session_id, caller.user_id, request.intake)
             if gateway.enabled:
                 event_may_exist = True
                 gateway.create_session_event(calendar.CalendarSession(

@@ -60,6 +60,8 @@ class Settings:
     sentry_dsn: str | None = None
     # Proxies in front of the functions that append to X-Forwarded-For (1 behind Google's front end).
     trusted_proxy_hops: int = 0
+    # Versioned keys of the intake forms' encryption (shared/intake/keys.py parses them).
+    intake_encryption_keys: str | None = None
 
     def require(self, name: str) -> Any:
         """Return setting `name` (a field name), or raise if it is not set."""
@@ -186,6 +188,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         google_calendar_num_retries=_integer(env, "GOOGLE_CALENDAR_NUM_RETRIES", 3),
         sentry_dsn=_text(env, "SENTRY_DSN"),
         trusted_proxy_hops=_integer(env, "TRUSTED_PROXY_HOPS", 0),
+        intake_encryption_keys=_text(env, "INTAKE_ENCRYPTION_KEYS"),
     )
 
 

@@ -30,6 +30,7 @@ APP_TABLES = (
     "public.specialist_availability_exceptions", "public.booking_packages", "public.recurring_bookings",
     "public.sessions", "public.booking_status_history", "public.booking_cancellations",
     "public.session_notes", "public.meeting_recordings", "public.audit_log",
+    "public.intake_forms",
 )
 
 

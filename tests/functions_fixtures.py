@@ -62,6 +62,9 @@ CALENDAR_TIMEOUT_SECONDS = "0.5"
 # One retry: retrying is exercised, and a stalled calendar costs two client timeouts, not four.
 CALENDAR_NUM_RETRIES = "1"
 SERVER_START_SECONDS = 60
+# The intake forms' key ring in tests: version 1 only (tests that rotate set their own).
+INTAKE_KEY_1 = "bfOTiYpJ3W7BsIjmmV3aCjMrc9Qm1RSJ3R0QF1D1xEg="
+INTAKE_KEYS = f"1:{INTAKE_KEY_1}"
 
 # Settings that must not leak in from the developer's shell.
 _UNSET = ("TRUSTED_PROXY_HOPS", "SUPABASE_JWKS_URL", "SUPABASE_JWT_ISSUER", "SENTRY_DSN", "GOOGLE_CALENDAR_DELEGATE")
@@ -164,6 +167,7 @@ def functions_env(calendar_env: CalendarEnv, database_url: str, functions_base_u
         patch.setenv("CANCELLATION_LINK_SECRET", LINK_SECRET)
         patch.setenv("PUBLIC_FUNCTIONS_URL", functions_base_url)
         patch.setenv("GOOGLE_CALENDAR_NUM_RETRIES", CALENDAR_NUM_RETRIES)
+        patch.setenv("INTAKE_ENCRYPTION_KEYS", INTAKE_KEYS)
         for name in _UNSET:
             patch.delenv(name, raising=False)
         _clear_caches()
@@ -397,6 +401,7 @@ def served_environment(*, database_url: str, public_url: str, calendar_api_url: 
         "GOOGLE_CALENDAR_NUM_RETRIES": CALENDAR_NUM_RETRIES,
         # The tests stand in for one front-end proxy: they send the caller's address as it would.
         "TRUSTED_PROXY_HOPS": "1",
+        "INTAKE_ENCRYPTION_KEYS": INTAKE_KEYS,
         **extra,
     })
     return environment

@@ -111,6 +111,10 @@ def world(db, anon, client_a, client_b, specialist_s, specialist_t, admin, make_
         w.label(f"recording_{key}", insert_row(
             db, "meeting_recordings", booking_id=past["id"], storage_path=f"recordings/{key}.mp4",
             file_format="mp4", duration_seconds=3000)["id"])
+        w.label(f"intake_{key}", insert_row(
+            db, "intake_forms", booking_id=upcoming["id"], client_id=client.id, consent_treatment=True,
+            consent_confidentiality=True, consent_data_processing=True, key_version=1, nonce=bytes(12),
+            ciphertext=bytes(range(48)))["id"])
         session_ids = [past["id"], upcoming["id"], cancelled["id"]]
         w.label(f"sessions_{key}", *session_ids)
         w.label(f"history_{key}", *(r["id"] for r in db.execute(

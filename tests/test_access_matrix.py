@@ -166,6 +166,13 @@ GRID = [
     ("audit_log", "update", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
     ("audit_log", "delete", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
 
+    # intake forms: the parties (and admins) read the status columns; nobody writes through the API
+    # (the functions submit them); the ciphertext columns are not granted at all (tests/test_intake_access.py)
+    ("intake_forms", "select", DENIED, OWN("intake_as"), OWN("intake_bt"), OWN("intake_as"), OWN("intake_bt"), ALL),
+    ("intake_forms", "insert", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
+    ("intake_forms", "update", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
+    ("intake_forms", "delete", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
+
     # read models (views)
     ("specialist_directory", "select", ALL, ALL, ALL, ALL, ALL, ALL),
     ("specialist_directory", "insert", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
@@ -253,6 +260,10 @@ def insert_values(table: str, w: World, caller: str) -> dict:
         "meeting_recordings": lambda: {
             "booking_id": w.id("session_as_past"), "storage_path": "recordings/new.mp4", "file_format": "mp4"},
         "audit_log": lambda: {"action": "forged_entry", "entity_type": "session"},
+        "intake_forms": lambda: {
+            "booking_id": w.id("session_as_upcoming"), "client_id": own_id(w, caller, "client_a"),
+            "consent_treatment": True, "consent_confidentiality": True, "consent_data_processing": True,
+            "key_version": 1, "nonce": bytes(12), "ciphertext": bytes(32)},
         "specialist_directory": lambda: {"full_name": "New Specialist", "timezone": "UTC"},
         "specialist_time_off": lambda: {
             "specialist_id": own_id(w, caller, "specialist_s"), "exception_date": TODAY + timedelta(days=21)},
@@ -279,6 +290,7 @@ WRITE_TARGETS = {
     "session_notes": (lambda w: w.id("note_as"), "notes", "Rewritten"),
     "meeting_recordings": (lambda w: w.id("recording_as"), "duration_seconds", 999),
     "audit_log": (lambda w: w.id("audit_manual"), "status", "failure"),
+    "intake_forms": (lambda w: w.id("intake_as"), "revision", 2),
     "specialist_directory": (lambda w: w.id("specialist_s"), "full_name", "Renamed"),
     "specialist_time_off": (lambda w: w.id("exception_s"), "is_available", True),
     "upcoming_sessions": (lambda w: w.id("session_as_upcoming"), "status", "cancelled"),

@@ -1,4 +1,5 @@
-"""Command line of the project: ``therapy-db migrate``, ``therapy-db up`` and ``therapy-db deploy``.
+"""Command line of the project: ``therapy-db migrate``, ``therapy-db up``, ``therapy-db deploy`` and
+``therapy-db intake-reencrypt``.
 
 ``up`` brings the suite up locally: the database (``DATABASE_URL`` when set,
 otherwise a local cluster under ``.local/pg`` that it starts itself), every
@@ -105,6 +106,38 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_intake_reencrypt(args: argparse.Namespace) -> int:
+    """Re-encrypts every intake form under the newest key of INTAKE_ENCRYPTION_KEYS (resumable)."""
+    import psycopg
+
+    from shared.intake.keys import key_ring
+    from shared.intake.reencrypt import reencrypt, versions_in_use
+    from shared.settings import SettingsError
+
+    url, _ = _database_url(args)
+    try:
+        ring = key_ring()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with psycopg.connect(url) as conn:
+        print(f"forms by key version before: {versions_in_use(conn) or 'none'}; newest key: {ring.newest}")
+    report = reencrypt(url, ring, batch_size=args.batch_size)
+    with psycopg.connect(url) as conn:
+        print(f"forms by key version after: {versions_in_use(conn) or 'none'}")
+    print(f"{report.reencrypted} form(s) re-encrypted in {report.batches} batch(es), {report.seconds:.2f} s "
+          f"({report.rows_per_second:.0f} rows/s)")
+    for session_id in report.unreadable[:20]:
+        print(f"error: the intake form of session {session_id} cannot be decrypted; it was left as it is",
+              file=sys.stderr)
+    if report.left_on_older_keys:
+        print(f"{report.left_on_older_keys} form(s) still under an older key: run the command again "
+              "(unreadable forms stay until they are dealt with)", file=sys.stderr)
+        return 1
+    print(f"every form is under key version {ring.newest}: older keys can be removed from INTAKE_ENCRYPTION_KEYS")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="therapy-db", description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="migrate this database instead of DATABASE_URL / the local one")
@@ -131,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     deploy.add_argument("--build-dir", default=str(BUILD_DIR),
                         help="where the bundles are built (default .local/deploy)")
     deploy.set_defaults(func=cmd_deploy)
+    reencrypt = sub.add_parser("intake-reencrypt", help="re-encrypt every intake form under the newest key of "
+                                                        "INTAKE_ENCRYPTION_KEYS, in batches (resumable)")
+    reencrypt.add_argument("--batch-size", type=int, default=1000, help="forms per transaction (default 1000)")
+    reencrypt.set_defaults(func=cmd_intake_reencrypt)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
