@@ -122,16 +122,16 @@ class KeyRing:
         cipher = self._ciphers.get(sealed.key_version)
         if cipher is None:
             raise IntakeUnreadable(
-                f"The intake form of session {booking_id} was encrypted with key version {sealed.key_version}, "
-                f"which is not configured (INTAKE_ENCRYPTION_KEYS has versions "
-                f"{', '.join(map(str, self.versions))})")
+                f"The intake form of session {booking_id} cannot be decrypted: it was encrypted with key version "
+                f"{sealed.key_version}, which is not configured; the practice has been notified")
         try:
             return cipher.decrypt(bytes(sealed.nonce), bytes(sealed.ciphertext),
                                   associated_data(booking_id, client_id, sealed.key_version))
         except InvalidTag:
             raise IntakeUnreadable(
-                f"The intake form of session {booking_id} does not decrypt under key version "
-                f"{sealed.key_version}: the key is wrong or the stored form was altered") from None
+                f"The intake form of session {booking_id} cannot be decrypted with key version "
+                f"{sealed.key_version}: the key is wrong or the stored form was altered; the practice has been "
+                "notified") from None
 
 
 @functools.cache
