@@ -38,6 +38,7 @@ import pytest
 import schemathesis
 
 from shared.links import cancellation_url
+from shared.ops.intake_openapi import EXAMPLE_INTAKE
 from shared.ops.openapi import document as build_document
 from shared.ops.serve import load_deploy
 from tests.functions_fixtures import (
@@ -195,6 +196,22 @@ def _unconfigured_database(name: str) -> Callable[[Scene], FunctionClient]:
 
 
 TOO_LARGE = json.dumps({"reason": "x" * 70_000})
+INTAKE = lambda scene: {"booking_id": str(scene.session()), **EXAMPLE_INTAKE}  # noqa: E731
+
+
+def _read_intake(*, headers: Callable[[Scene], dict[str, str]] = _as_client,
+                 via: Callable[[Scene], FunctionClient] | None = None, tamper: bool = False):
+    """Submits a form for a new session of the scene's client, then reads it."""
+    def act(scene: Scene) -> Answer:
+        body = INTAKE(scene)
+        assert scene.served("intake-form").post_json(body, headers=_as_client(scene)).status == 200
+        if tamper:
+            scene.db.execute("update public.intake_forms set ciphertext = set_byte(ciphertext, 0, "
+                             "get_byte(ciphertext, 0) # 1) where booking_id = %s", [body["booking_id"]])
+        client = via(scene) if via else scene.served("intake-form")
+        return client.request("GET", query=f"booking_id={body['booking_id']}", headers=headers(scene))
+    return act
+
 CANCEL = lambda scene, **fields: {"booking_id": str(scene.session()), "reason": "I am ill", **fields}  # noqa: E731
 
 SCENARIOS = {
@@ -290,6 +307,50 @@ SCENARIOS = {
     "dispatching with no database configured": Scenario(
         "/recurring-dispatcher", "post", 500, "INTERNAL_ERROR",
         _post("recurring-dispatcher", {}, headers=_as_service, via=_unconfigured_database("recurring-dispatcher"))),
+    # intake-form
+    "submitting an intake form": Scenario("/intake-form", "post", 200, "success",
+                                          _post("intake-form", INTAKE, headers=_as_client)),
+    "submitting an intake form without consent": Scenario(
+        "/intake-form", "post", 400, "INVALID_REQUEST",
+        _post("intake-form", lambda s: {**INTAKE(s), "consents": {"treatment": True}}, headers=_as_client)),
+    "submitting an intake form without a token": Scenario("/intake-form", "post", 401, "UNAUTHORIZED",
+                                                          _post("intake-form", INTAKE)),
+    "an anonymous account submitting an intake form": Scenario(
+        "/intake-form", "post", 403, "FORBIDDEN",
+        _post("intake-form", INTAKE, headers=lambda s: bearer(s.client, is_anonymous=True))),
+    "the specialist submitting the client's intake form": Scenario(
+        "/intake-form", "post", 404, "NOT_FOUND", _post("intake-form", INTAKE, headers=_as_specialist)),
+    "submitting an intake form for a cancelled session": Scenario(
+        "/intake-form", "post", 409, "ALREADY_CANCELLED",
+        _post("intake-form", lambda s: {"booking_id": str(s.session(cancelled=True)), **EXAMPLE_INTAKE},
+              headers=_as_client)),
+    "submitting an intake form after the session started": Scenario(
+        "/intake-form", "post", 409, "BOOKING_IN_PAST",
+        _post("intake-form", lambda s: {"booking_id": str(s.session(starts_in=timedelta(minutes=-5))), **EXAMPLE_INTAKE},
+              headers=_as_client)),
+    "submitting an intake form with a huge body": Scenario("/intake-form", "post", 413, "PAYLOAD_TOO_LARGE",
+                                                           _post("intake-form", body=TOO_LARGE, headers=_as_client)),
+    "submitting an intake form as a form post": Scenario(
+        "/intake-form", "post", 415, "UNSUPPORTED_MEDIA_TYPE",
+        _post("intake-form", body="answers=1", content_type="application/x-www-form-urlencoded", headers=_as_client)),
+    "submitting an intake form with no database configured": Scenario(
+        "/intake-form", "post", 500, "INTERNAL_ERROR",
+        _post("intake-form", INTAKE, headers=_as_client, via=_unconfigured_database("intake-form"))),
+    "reading an intake form": Scenario("/intake-form", "get", 200, "success", _read_intake()),
+    "reading an intake form without booking_id": Scenario(
+        "/intake-form", "get", 400, "INVALID_REQUEST",
+        lambda s: s.served("intake-form").request("GET", headers=_as_client(s))),
+    "reading an intake form without a token": Scenario("/intake-form", "get", 401, "UNAUTHORIZED",
+                                                       _read_intake(headers=lambda s: {})),
+    "an anonymous account reading an intake form": Scenario(
+        "/intake-form", "get", 403, "FORBIDDEN", _read_intake(headers=lambda s: bearer(s.client, is_anonymous=True))),
+    "a stranger reading an intake form": Scenario(
+        "/intake-form", "get", 404, "NOT_FOUND",
+        _read_intake(headers=lambda s: bearer(create_person(s.db, "client")))),
+    "reading an intake form with no database configured": Scenario(
+        "/intake-form", "get", 500, "INTERNAL_ERROR", _read_intake(via=_unconfigured_database("intake-form"))),
+    "reading an intake form that was altered": Scenario("/intake-form", "get", 500, "INTAKE_UNREADABLE",
+                                                        _read_intake(tamper=True)),
 }
 
 
@@ -377,7 +438,7 @@ def _body_schema(document: dict[str, Any], path: str, method: str) -> tuple[dict
 
 
 CREDENTIALS = {"/booking-create": _as_client, "/booking-cancel": _as_client,
-               "/recurring-dispatcher": _as_service, "/calendar-sync": _as_service}
+               "/recurring-dispatcher": _as_service, "/calendar-sync": _as_service, "/intake-form": _as_client}
 
 
 def _send(scene: Scene, path: str, body: dict[str, Any]) -> Answer:
@@ -386,7 +447,8 @@ def _send(scene: Scene, path: str, body: dict[str, Any]) -> Answer:
 
 def test_every_json_body_is_documented_with_an_example_of_every_field(served_document):
     operations = _json_operations(served_document)
-    assert {path for path, _ in operations} == {"/booking-create", "/booking-cancel", "/recurring-dispatcher"}
+    assert {path for path, _ in operations} == {"/booking-create", "/booking-cancel", "/recurring-dispatcher",
+                                                "/intake-form"}
     for path, method in operations:
         schema, example = _body_schema(served_document, path, method)
         assert schema["additionalProperties"] is False
@@ -409,7 +471,7 @@ def test_a_documented_required_field_is_refused_when_missing(path: str, field: s
     assert answer.json()["details"] == {"field": field}
 
 
-@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher"])
+@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher", "/intake-form"])
 def test_only_the_documented_required_fields_are_needed_and_every_documented_field_is_accepted(
         path: str, scene: Scene, served_document):
     schema, example = _body_schema(served_document, path, "post")
@@ -422,7 +484,7 @@ def test_only_the_documented_required_fields_are_needed_and_every_documented_fie
         assert_documented(served_document, path, "post", answer)
 
 
-@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher"])
+@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher", "/intake-form"])
 def test_an_undocumented_field_is_refused(path: str, scene: Scene, served_document):
     _, example = _body_schema(served_document, path, "post")
     answer = _send(scene, path, {**example, "notes_for_admin": "hello"})
@@ -472,7 +534,8 @@ def test_user_and_service_functions_document_their_credentials(served_document):
     security = {path: item["post"]["security"] for path, item in served_document["paths"].items() if "post" in item}
     assert security == {"/booking-create": [{"userToken": []}], "/booking-cancel": [{"userToken": []}],
                         "/calendar-sync": [{"serviceKey": []}], "/recurring-dispatcher": [{"serviceKey": []}],
-                        "/token-cancel": []}
+                        "/token-cancel": [], "/intake-form": [{"userToken": []}]}
+    assert served_document["paths"]["/intake-form"]["get"]["security"] == [{"userToken": []}]
     schemes = served_document["components"]["securitySchemes"]
     assert {name: (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) for name, scheme in schemes.items()} == {
         "userToken": ("http", "bearer", "JWT"), "serviceKey": ("http", "bearer", "JWT")}

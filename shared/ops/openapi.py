@@ -20,6 +20,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.inputs import MAX_BODY_BYTES, MOMENT_YEARS
+from shared.ops import intake_openapi
 
 OPENAPI_VERSION = "3.1.0"
 LOCAL_SERVER = "http://127.0.0.1:8000/functions/v1"
@@ -156,6 +157,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "session_type": _optional({"enum": list(SESSION_TYPES), "description": "default: initial"}),
                 "special_requests": _optional({**_trimmed_text(2000),
                                                "description": "at most 2000 characters, trimmed, no NUL"}),
+                "intake": intake_openapi.booking_intake_property(),
             },
         },
         "BookingCreated": {
@@ -248,6 +250,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
         },
     }
 
+    schemas.update(intake_openapi.schemas())
+
     booking_create = {
         "post": {
             "operationId": "bookingCreate",
@@ -262,6 +266,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "duration_minutes": 50,
                 "session_type": "initial",
                 "special_requests": "Ground floor room, please",
+                "intake": intake_openapi.EXAMPLE_INTAKE,
             }),
             "responses": {
                 **_ok("The session is booked", "BookingCreated"),
@@ -383,6 +388,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "/booking-cancel": booking_cancel,
             "/calendar-sync": calendar_sync,
             "/recurring-dispatcher": recurring_dispatcher,
+            "/intake-form": intake_openapi.path(
+                ok=_ok, errors=_errors, json_body=_json_body, user_security=USER_SECURITY, invalid=INVALID,
+                unauthorized=UNAUTHORIZED_USER, too_large=TOO_LARGE, not_json=NOT_JSON, internal=INTERNAL),
         },
         "components": {
             "securitySchemes": {
