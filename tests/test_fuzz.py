@@ -50,15 +50,18 @@ from schemathesis.engine import Status, events, from_schema
 
 from shared.links import cancellation_token
 from shared.settings import reset_settings
+from shared.ops.intake_openapi import EXAMPLE_INTAKE
 from tests.conftest import APP_TABLES, FIXTURE_OPTIONS
-from tests.functions_fixtures import service_token, user_token
+from tests.functions_fixtures import ServedClient, service_token, user_token
 from tests.support import create_person
 
 MAX_EXAMPLES = 100  # per operation, generation mode and phase: bounds the run to well under two minutes
 MIN_REQUESTS = 500  # a run that sent fewer did not really fuzz the functions
 MIN_REQUESTS_PER_OPERATION = 40
-WATCHED_TABLES = ("sessions", "booking_cancellations", "audit_log", "recurring_bookings")
-USER_PATHS = ["/booking-create", "/booking-cancel"]
+WATCHED_TABLES = ("sessions", "booking_cancellations", "audit_log", "recurring_bookings", "intake_forms")
+USER_PATHS = ["/booking-create", "/booking-cancel", "/intake-form"]
+# The one GET that writes: a successful read of an intake form is audited (one audit_log row).
+AUDITED_READS = {"/intake-form"}
 SERVICE_PATHS = ["/calendar-sync", "/recurring-dispatcher"]
 # The functions refuse some schema-valid values for rules JSON Schema cannot state
 # (years 1900–2999, leap seconds, 15.0 for a whole number); the document says so in
@@ -75,6 +78,7 @@ class World:
     specialist_ids: list[str] = field(default_factory=list)
     session_ids: list[str] = field(default_factory=list)
     link_tokens: list[str] = field(default_factory=list)
+    intake_session_ids: list[str] = field(default_factory=list)
     requests: Counter = field(default_factory=Counter)  # by documented operation
     answers: Counter = field(default_factory=Counter)  # by (method and path sent, status)
     writes_by_refused_requests: list[str] = field(default_factory=list)
@@ -102,7 +106,7 @@ def world(database_url: str, served_functions) -> Any:
                             values (%s, %s, '00:00', '23:59')""", [specialist.id, day])
         first = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=40)
         sessions = []
-        for offset in range(7):  # beyond booking's 30-day horizon: no generated booking collides with them
+        for offset in range(9):  # beyond booking's 30-day horizon: no generated booking collides with them
             starts = first + timedelta(hours=offset)
             sessions.append(str(conn.execute(
                 """insert into public.sessions (specialist_id, client_id, starts_at, ends_at)
@@ -112,7 +116,12 @@ def world(database_url: str, served_functions) -> Any:
     world.specialist_ids = [str(specialist.id)]
     world.session_ids = sessions[:3]  # for booking-cancel
     # Links for token-cancel: two to open (GET), two to confirm (POST), so a confirmation never hides the page.
-    world.link_tokens = [_link_token(link_secret, uuid.UUID(session)) for session in sessions[3:]]
+    world.link_tokens = [_link_token(link_secret, uuid.UUID(session)) for session in sessions[3:7]]
+    world.intake_session_ids = sessions[7:]  # for intake-form: submitted to, and read back
+    for session in world.intake_session_ids:  # a form to read from the first request on
+        submitted = ServedClient(served_functions.base_url, "intake-form").post_json(
+            {"booking_id": session, **EXAMPLE_INTAKE}, headers={"Authorization": f"Bearer {world.client_token}"})
+        assert submitted.status == 200, submitted.text
     try:
         yield world
     finally:
@@ -155,6 +164,7 @@ def _real_values(world: World, path: str, method: str) -> dict[str, st.SearchStr
     return {
         "/booking-create": {"specialist_id": st.sampled_from(world.specialist_ids), "starts_at": slots},
         "/booking-cancel": {"booking_id": st.sampled_from(world.session_ids)},
+        "/intake-form": {"booking_id": st.sampled_from(world.intake_session_ids)},
         "/token-cancel": {"token": st.sampled_from(world.link_tokens[:2] if method.upper() == "GET"
                                                    else world.link_tokens[2:])},
     }.get(path, {})
@@ -199,9 +209,12 @@ def _register(world: World) -> None:
         counted_before, counted_after = before.pop(case.id, None), world.counts()
         if counted_before is None or counted_before == counted_after:
             return
-        if not 200 <= response.status_code < 300 or method == "GET":
-            changed = {table: (was, now) for table, was, now in zip(WATCHED_TABLES, counted_before, counted_after)
-                       if was != now}
+        changed = {table: (was, now) for table, was, now in zip(WATCHED_TABLES, counted_before, counted_after)
+                   if was != now}
+        audited_read = (method == "GET" and case.operation.path in AUDITED_READS and response.status_code == 200
+                        and changed == {"audit_log": (changed.get("audit_log", (0,))[0],
+                                                      changed.get("audit_log", (0,))[0] + 1)})
+        if (not 200 <= response.status_code < 300 or method == "GET") and not audited_read:
             world.writes_by_refused_requests.append(
                 f"{method} {case.operation.path} answered {response.status_code} and changed rows {changed}: "
                 f"body {str(case.body)[:200]!r}, query {case.query!r}")
@@ -270,4 +283,5 @@ def test_fuzzing_finds_no_failure_and_refused_requests_write_nothing(served_sche
     assert total >= MIN_REQUESTS
     # The real ids and slots did their job: bookings and cancellations went through.
     assert {label for (label, status) in world.answers if status == 200} >= {
-        "POST /booking-create", "POST /booking-cancel", "GET /token-cancel", "POST /token-cancel"}
+        "POST /booking-create", "POST /booking-cancel", "GET /token-cancel", "POST /token-cancel",
+        "POST /intake-form", "GET /intake-form"}
