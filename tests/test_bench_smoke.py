@@ -123,3 +123,29 @@ def test_measure_and_report_produce_the_table(conn):
     assert len(lines) == 1 + len(bench.READS)
     assert all(len(m.latencies_ms) == 3 and m.percentile(95) > 0 for m in measurements)
     assert lines[0].split()[:2] == ["read", "caller"]
+
+
+# -- the intake benchmark (tests/bench/intake.py) ---------------------------------------------------
+
+def test_the_intake_benchmark_submits_reads_and_reencrypts_in_its_small_mode():
+    """`python -m tests.bench.intake --small` end to end: its own cluster, calendar and server."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = subprocess.run([sys.executable, "-m", "tests.bench.intake", "--small"],
+                         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert re.search(r"^seeded 4 specialists, 64 clients, 1000 confirmed sessions$", out, re.M), out
+    # 4 callers × 8 forms: one warm-up each, 28 measured
+    assert re.search(r"^submissions: 28 succeeded, 0 failed$", out, re.M), out
+    assert re.search(r"^reads: 28 succeeded, 0 failed$", out, re.M), out
+    assert len(re.findall(r"^latency ms: p50 [\d.]+, p95 [\d.]+", out, re.M)) == 2, out
+    assert re.search(r"^checked: 32 audit rows for 32 reads$", out, re.M), out
+    assert re.search(r"^-- re-encryption: 968 more forms written under key version 1 \(1000 in all\)", out, re.M), out
+    assert re.search(r"^re-encrypted: 1000 forms in \d+ batches of up to 1000, [\d.]+ s: [\d,]+ rows/s; "
+                     r"left on older keys: 0, unreadable: 0$", out, re.M), out
+    assert re.search(r"^checked: a sample of 200 forms decrypts with key version 2 alone$", out, re.M), out
