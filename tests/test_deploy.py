@@ -562,6 +562,10 @@ PROBES: dict[str, list[Probe]] = {
         Probe("POST", "/", b"", {}, 401, '"error":"UNAUTHORIZED"'),
         Probe("POST", "/", *_json({"dry_run": True}, Authorization=SERVICE_KEY), 200, '"dry_run":true'),
     ],
+    "intake-form": [
+        Probe("GET", f"/?booking_id={uuid.uuid4()}", None, {}, 401, '"error":"UNAUTHORIZED"'),
+        Probe("POST", "/", *_json({}, Authorization=UNKNOWN_USER), 401, "No profile for this user"),
+    ],
     "token-cancel": [
         Probe("GET", "/", None, {}, 404, "This cancellation link is not valid"),
         Probe("GET", "/?token=forged.token", None, {}, 404, "This cancellation link is not valid"),
