@@ -51,9 +51,10 @@ create index intake_forms_key_version_idx on public.intake_forms (key_version, i
 
 /**
  * Whoever writes (a function, an operator's script): the form belongs to the
- * session's client, and the session must be confirmed and not yet started. An
- * update that keeps the submission (same revision, time, session and client)
- * is a re-encryption and is allowed at any time.
+ * session's client, and the session must be confirmed and not yet started.
+ * Re-encryption (an update that keeps the revision, the submission time, the
+ * session and the client) does not come here: the update trigger's WHEN clause
+ * lets it through at any time, without a lookup per row.
  */
 create or replace function private.guard_intake_form() returns trigger
   language plpgsql
@@ -62,11 +63,6 @@ create or replace function private.guard_intake_form() returns trigger
 declare
   session record;
 begin
-  if tg_op = 'UPDATE'
-     and new.revision = old.revision and new.submitted_at = old.submitted_at
-     and new.booking_id = old.booking_id and new.client_id = old.client_id then
-    return new;
-  end if;
   if tg_op = 'UPDATE' and (new.booking_id <> old.booking_id or new.client_id <> old.client_id) then
     raise exception 'An intake form''s session and client cannot be changed.' using errcode = '42501';
   end if;
@@ -93,7 +89,14 @@ $$;
 -- Triggers
 -- ============================================================================
 
-create trigger intake_forms_guard
-  before insert or update on public.intake_forms
+create trigger intake_forms_guard_insert
+  before insert on public.intake_forms
   for each row execute function private.guard_intake_form();
+
+create trigger intake_forms_guard_update
+  before update on public.intake_forms
+  for each row
+  when (new.revision is distinct from old.revision or new.submitted_at is distinct from old.submitted_at
+        or new.booking_id is distinct from old.booking_id or new.client_id is distinct from old.client_id)
+  execute function private.guard_intake_form();
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 
 from shared.intake.keys import IntakeUnreadable, KeyRing, Sealed
@@ -32,8 +32,8 @@ DEFAULT_BATCH_SIZE = 1000
 NEXT_BATCH = """
 select id, booking_id, client_id, key_version, nonce, ciphertext
 from public.intake_forms
-where key_version <> %(newest)s and id > %(after)s
-order by id
+where key_version = %(version)s and id > %(after)s
+order by id -- along the (key_version, id) index
 limit %(limit)s
 for update skip locked
 """
@@ -66,43 +66,49 @@ class Report:
 
 def versions_in_use(conn: psycopg.Connection) -> dict[int, int]:
     """{key version: number of forms}."""
-    return {row[0]: row[1] for row in conn.execute(
-        "select key_version, count(*) from public.intake_forms group by key_version order by key_version")}
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        return dict(cursor.execute(
+            "select key_version, count(*) from public.intake_forms group by key_version order by key_version"))
+
+
+def _reencrypt_batch(conn: psycopg.Connection, ring: KeyRing, rows: list[dict], report: Report) -> None:
+    ids, nonces, ciphertexts = [], [], []
+    for row in rows:
+        try:
+            plaintext = ring.open(Sealed(row["key_version"], row["nonce"], row["ciphertext"]),
+                                  row["booking_id"], row["client_id"])
+        except IntakeUnreadable:
+            report.unreadable.append(row["booking_id"])
+            continue
+        sealed = ring.seal_padded(plaintext, row["booking_id"], row["client_id"])
+        ids.append(row["id"])
+        nonces.append(sealed.nonce)
+        ciphertexts.append(sealed.ciphertext)
+    if ids:
+        conn.execute(WRITE_BATCH, {"newest": ring.newest, "ids": ids, "nonces": nonces, "ciphertexts": ciphertexts})
+    report.reencrypted += len(ids)
+    report.batches += 1
 
 
 def reencrypt(url: str, ring: KeyRing, *, batch_size: int = DEFAULT_BATCH_SIZE,
               log: Callable[[str], None] = print) -> Report:
     report = Report(ring.newest)
     started = time.perf_counter()
-    after = uuid.UUID(int=0)
-    with psycopg.connect(url, row_factory=dict_row) as conn:
-        while True:
-            with conn.transaction():
-                rows = conn.execute(NEXT_BATCH, {"newest": ring.newest, "after": after, "limit": batch_size}
-                                    ).fetchall()
-                if not rows:
+    # autocommit: each `conn.transaction()` below is a transaction of its own, committed as it ends
+    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+        for version in [v for v in versions_in_use(conn) if v != ring.newest]:
+            after = uuid.UUID(int=0)
+            while True:
+                with conn.transaction():
+                    rows = conn.execute(NEXT_BATCH, {"version": version, "after": after, "limit": batch_size}
+                                        ).fetchall()
+                    if not rows:
+                        break
+                    after = rows[-1]["id"]
+                    _reencrypt_batch(conn, ring, rows, report)
+                log(f"batch {report.batches}: {report.reencrypted} forms re-encrypted so far")
+                if len(rows) < batch_size:
                     break
-                after = rows[-1]["id"]
-                ids, nonces, ciphertexts = [], [], []
-                for row in rows:
-                    try:
-                        plaintext = ring.open(Sealed(row["key_version"], row["nonce"], row["ciphertext"]),
-                                              row["booking_id"], row["client_id"])
-                    except IntakeUnreadable:
-                        report.unreadable.append(row["booking_id"])
-                        continue
-                    sealed = ring.seal_padded(plaintext, row["booking_id"], row["client_id"])
-                    ids.append(row["id"])
-                    nonces.append(sealed.nonce)
-                    ciphertexts.append(sealed.ciphertext)
-                if ids:
-                    conn.execute(WRITE_BATCH, {"newest": ring.newest, "ids": ids, "nonces": nonces,
-                                               "ciphertexts": ciphertexts})
-                report.reencrypted += len(ids)
-                report.batches += 1
-            log(f"batch {report.batches}: {report.reencrypted} forms re-encrypted so far")
-            if len(rows) < batch_size:
-                break
         report.seconds = time.perf_counter() - started
         with conn.transaction():
             report.left_on_older_keys = conn.execute(

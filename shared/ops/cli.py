@@ -43,6 +43,8 @@ LOCAL_DEFAULTS = {
     # Local development only: fixed, public values so a fresh checkout runs at once.
     "SUPABASE_JWT_SECRET": "local-development-jwt-secret-not-for-production-use",
     "CANCELLATION_LINK_SECRET": "local-development-link-secret-not-for-production-use",
+    # 32 bytes spelling out what they are: anyone can read them, so nothing real may be encrypted with them.
+    "INTAKE_ENCRYPTION_KEYS": "1:bG9jYWwtZGV2ZWxvcG1lbnQtaW50YWtlLWtleS0wMDE=",
 }
 
 
