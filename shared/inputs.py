@@ -123,6 +123,11 @@ def a_text(max_length: int, *, required_content: bool = False) -> Parser:
         text = value.strip()
         if "\x00" in text:  # PostgreSQL text cannot hold NUL
             raise InvalidRequest(f"Field {name!r} must not contain NUL characters", details={"field": name})
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800") cannot be stored either
+                raise InvalidRequest(f"Field {name!r} is not valid Unicode text", details={"field": name}) from None
         if required_content and not text:
             raise InvalidRequest(f"Field {name!r} must not be empty", details={"field": name})
         if len(text) > max_length:
