@@ -49,7 +49,8 @@ def json_endpoint(function_name: str, methods: Iterable[str] = ("POST",)) -> Cal
                     monitoring.flush()
             response = flask.jsonify(body)
             response.status_code = status
-            response.headers.update({**CORS_HEADERS, **headers})
+            # Answers are per caller and may hold health data (intake forms): never kept by a cache.
+            response.headers.update({**CORS_HEADERS, "Cache-Control": "no-store", **headers})
             return response
 
         return endpoint

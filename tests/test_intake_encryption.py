@@ -84,15 +84,19 @@ def test_the_newest_version_writes_and_url_safe_keys_are_accepted():
     assert parse_keys(f"2:{url_safe}")[2] == parse_keys(f"2:{INTAKE_KEY_2}")[2]
 
 
-def test_without_keys_a_submission_is_a_bare_500_and_nothing_is_stored(
-        door: FunctionClient, functions_env: FunctionsEnv, committed_db: psycopg.Connection, people):
+def test_without_keys_a_submission_is_a_bare_500_reported_with_the_settings_name_and_nothing_is_stored(
+        sentry: CaptureTransport, door: FunctionClient, functions_env: FunctionsEnv,  # noqa: F811
+        committed_db: psycopg.Connection, people):
     functions_env.set(INTAKE_ENCRYPTION_KEYS=None)
     session_id = session_of(committed_db, people)
 
-    answer = submit(door, people["client"], form(session_id))
+    answer = submit(door, people["client"], form(session_id, marker="NO-KEY-MARKER"))
 
     assert (answer.status, answer.json()["error"]) == (500, "INTERNAL_ERROR")
     assert stored(committed_db) == []
+    (event,) = sentry.events
+    assert event["exception"]["values"][-1]["value"] == "INTAKE_ENCRYPTION_KEYS is not set; it is required here"
+    assert "NO-KEY-MARKER" not in sentry.serialized()
 
 
 # -- what the database holds, and what happens when it is altered --------------------------------------

@@ -79,6 +79,7 @@ def test_client_submits_and_both_parties_read_the_answers_back(door: FunctionCli
     for who in (practice.client, practice.specialist):
         got = read(door, who, practice.session_id)
         assert got.status == 200, got.json()
+        assert got.header("Cache-Control") == "no-store", "decrypted answers are never kept by a cache"
         body = got.json()
         assert body["answers"] == answers()
         assert body["consents"] == CONSENTS
