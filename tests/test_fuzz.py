@@ -49,8 +49,8 @@ from psycopg.rows import dict_row
 from schemathesis.engine import Status, events, from_schema
 
 from shared.links import cancellation_token
-from shared.settings import reset_settings
 from shared.ops.intake_openapi import EXAMPLE_INTAKE
+from shared.settings import reset_settings
 from tests.conftest import APP_TABLES, FIXTURE_OPTIONS
 from tests.functions_fixtures import ServedClient, service_token, user_token
 from tests.support import create_person

@@ -78,6 +78,8 @@ def seed(url: str, scale: Scale) -> int:
             for name, statement in SEED_STEPS:
                 if name in ("users and profiles", "specialist roles"):
                     conn.execute(statement, params)
+            # Imported as an operator would, booking rules off (no rates or weekly hours here).
+            conn.execute("set local app.booking_rules = 'off'")
             conn.execute(SESSIONS_STEP, params)
         conn.execute("vacuum analyze")
         return conn.execute("select count(*) from public.sessions").fetchone()[0]
