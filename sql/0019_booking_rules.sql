@@ -125,31 +125,35 @@ create or replace function private.specialist_hours(specialist uuid, zone text, 
   returns tstzmultirange
   language sql stable
   as $$
-  select coalesce(range_agg(day_hours.hours), '{}'::tstzmultirange)
-  from generate_series(from_date::timestamp, to_date::timestamp, interval '1 day') as d(day)
-  cross join lateral (
-    select coalesce(
-             case when apply <> 'windows' then (
-               select range_agg(tstzrange(
-                        private.local_instant(d.day + case when e.all_day then time '00:00' else e.start_time end, zone),
-                        private.local_instant(d.day + case when e.all_day then time '24:00' else e.end_time end, zone)))
-               from public.specialist_availability_exceptions e
-               where e.specialist_id = specialist and e.exception_date = d.day::date and e.is_available)
-             end,
-             (select range_agg(tstzrange(private.local_instant(d.day + w.start_time, zone),
-                                         private.local_instant(d.day + w.end_time, zone)))
-              from public.availability_windows w
-              where w.specialist_id = specialist and w.is_active
-                and w.day_of_week = extract(dow from d.day)),
-             '{}'::tstzmultirange)
-           - case when apply = 'all' then coalesce((
-               select range_agg(tstzrange(
-                        private.local_instant(d.day + case when e.all_day then time '00:00' else e.start_time end, zone),
-                        private.local_instant(d.day + case when e.all_day then time '24:00' else e.end_time end, zone)))
-               from public.specialist_availability_exceptions e
-               where e.specialist_id = specialist and e.exception_date = d.day::date and not e.is_available),
-             '{}'::tstzmultirange) else '{}'::tstzmultirange end as hours
-  ) day_hours
+  -- One pass per source over the whole range (hours of different days never overlap: each
+  -- lies within its own local day, so subtracting the range's unavailable hours at once is
+  -- the same as doing it day by day).
+  with days as (
+    select d::date as day, extract(dow from d)::int as dow
+    from generate_series(from_date::timestamp, to_date::timestamp, interval '1 day') d
+  ), exceptions as (
+    select e.exception_date, e.is_available,
+           tstzrange(private.local_instant(e.exception_date + case when e.all_day then time '00:00' else e.start_time end, zone),
+                     private.local_instant(e.exception_date + case when e.all_day then time '24:00' else e.end_time end, zone))
+             as hours
+    from public.specialist_availability_exceptions e
+    where e.specialist_id = specialist and e.exception_date between from_date and to_date
+      and apply <> 'windows'
+  ), base as (
+    select tstzrange(private.local_instant(days.day + w.start_time, zone),
+                     private.local_instant(days.day + w.end_time, zone)) as hours
+    from days
+    join public.availability_windows w
+      on w.specialist_id = specialist and w.is_active and w.day_of_week = days.dow
+    where not exists (select 1 from exceptions e where e.exception_date = days.day and e.is_available)
+    union all
+    select e.hours from exceptions e where e.is_available
+  )
+  select coalesce((select range_agg(b.hours) from base b), '{}'::tstzmultirange)
+         - case when apply = 'all'
+                then coalesce((select range_agg(e.hours) from exceptions e where not e.is_available),
+                              '{}'::tstzmultirange)
+                else '{}'::tstzmultirange end
 $$;
 grant execute on function private.specialist_hours(uuid, text, date, date, text) to service_role;
 
@@ -177,7 +181,8 @@ create or replace function private.slot_problem(
 ) returns table (sqlstate text, reason text, message text)
   language sql stable
   as $$
-  with facts as (
+  -- Materialized: evaluated once per call (offered_lengths is read by several rules).
+  with facts as materialized (
     select sp.role is not distinct from 'specialist' as is_specialist,
            sp.timezone as zone,
            coalesce(sp.buffer_minutes, 0) as buffer,
@@ -185,7 +190,9 @@ create or replace function private.slot_problem(
            st.booking_max_advance_days as advance_days,
            extract(epoch from ends - starts) / 60 as minutes,
            private.offered_lengths(specialist, at_time) as lengths
-    from private.practice_settings st
+    -- limit 1: the planner then knows it is one row (the table is never analyzed, and an
+    -- estimate of 1,430 rows made every caller's plan cost enough to JIT-compile for seconds).
+    from (select * from private.practice_settings limit 1) st
     left join public.profiles sp on sp.id = specialist
   )
   select p.sqlstate, p.reason, p.message
@@ -223,6 +230,8 @@ create or replace function private.slot_problem(
     where check_sessions and exists (
       select 1 from public.sessions s
       where s.specialist_id = specialist and s.status = 'confirmed' and s.id is distinct from ignore_session
+        -- blocked_until >= ends_at: the first test is the exclusion constraint's index, the second the rule
+        and tstzrange(s.starts_at, s.blocked_until) && tstzrange(starts, ends)
         and tstzrange(s.starts_at, s.ends_at) && tstzrange(starts, ends))
     union all
     select 9, 'TB014', 'taken',
@@ -264,6 +273,8 @@ create or replace function private.apply_booking_rules() returns trigger
   language plpgsql
   security definer
   set search_path = ''
+  -- The rules' plan is small; JIT compilation would cost more than running it.
+  set jit = off
   as $$
 declare
   problem record;
@@ -314,7 +325,8 @@ grant execute on function private.default_length(uuid, timestamptz) to service_r
  * (`client`'s own sessions clash too) and ignoring one session (a move). Starts
  * lie on a grid: from the start of each stretch of working hours, every length
  * plus buffer (or practice_settings.slot_step_minutes). Every offered slot is
- * one slot_problem accepts; the grid only shapes the list.
+ * one slot_problem accepts (the same rules in their set form, held equal by a
+ * property test); the grid only shapes the list.
  *
  * At most 62 days and 1,000 slots (PostgREST's row limit on Supabase): more is
  * refused with a sentence that says so, never cut silently.
@@ -326,11 +338,15 @@ create or replace function private.free_slots(specialist uuid, from_date date, t
   language plpgsql stable
   security definer
   set search_path = ''
+  -- The rules' plan is small; JIT compilation would cost more than running it.
+  set jit = off
   as $$
 declare
   zone text;
   buffer integer;
   step integer;
+  notice integer;
+  advance integer;
   lengths integer[];
   found_rows integer;
 begin
@@ -360,14 +376,41 @@ begin
   end if;
   step := coalesce((private.practice_settings()).slot_step_minutes, minutes + buffer);
 
+  -- The rules slot_problem checks one session at a time, in their set form for a whole
+  -- range (one index scan per party instead of three per slot): notice and advance, and
+  -- overlap with the parties' sessions as multiranges (an overlap with any member is an
+  -- overlap with their union). The property test (tests/test_available_slots_property.py)
+  -- holds this list equal to what slot_problem accepts.
+  notice := (private.practice_settings()).booking_min_notice_hours;
+  advance := (private.practice_settings()).booking_max_advance_days;
   return query
+    with hours as (
+      select private.specialist_hours(specialist, zone, from_date, to_date, 'all') as stretches
+    ), span as (
+      select tstzrange(lower(h.stretches), upper(h.stretches) + make_interval(mins => buffer)) as whole
+      from hours h
+    ), busy as (
+      select (select coalesce(range_agg(tstzrange(s.starts_at, s.blocked_until)), '{}'::tstzmultirange)
+              from public.sessions s, span
+              where s.specialist_id = specialist and s.status = 'confirmed'
+                and s.id is distinct from ignore_session
+                and tstzrange(s.starts_at, s.blocked_until) && span.whole) as specialist_busy,
+             (select coalesce(range_agg(tstzrange(s.starts_at, s.ends_at)), '{}'::tstzmultirange)
+              from public.sessions s, span
+              where client is not null and s.client_id = client and s.status = 'confirmed'
+                and s.id is distinct from ignore_session
+                and tstzrange(s.starts_at, s.ends_at) && span.whole) as client_busy
+    )
     select c.starts, c.starts + make_interval(mins => minutes)
-    from unnest(private.specialist_hours(specialist, zone, from_date, to_date, 'all')) as h(stretch)
-    cross join lateral generate_series(lower(h.stretch), upper(h.stretch) - make_interval(mins => minutes),
+    from hours h
+    cross join busy b
+    cross join lateral unnest(h.stretches) as stretch(r)
+    cross join lateral generate_series(lower(stretch.r), upper(stretch.r) - make_interval(mins => minutes),
                                        make_interval(mins => step)) as c(starts)
-    where not exists (
-      select 1 from private.slot_problem(specialist, client, c.starts, c.starts + make_interval(mins => minutes),
-                                         ignore_session, at_time, true, false, true))
+    where c.starts >= at_time + make_interval(hours => notice)
+      and c.starts <= at_time + make_interval(days => advance)
+      and not (b.specialist_busy && tstzrange(c.starts, c.starts + make_interval(mins => minutes + buffer)))
+      and not (b.client_busy && tstzrange(c.starts, c.starts + make_interval(mins => minutes)))
     order by c.starts
     limit 1001;
   get diagnostics found_rows = row_count;
@@ -469,6 +512,8 @@ create or replace function private.check_recurring_booking() returns trigger
   language plpgsql
   security definer
   set search_path = ''
+  -- The rules' plan is small; JIT compilation would cost more than running it.
+  set jit = off
   as $$
 declare
   api_caller boolean := current_setting('role') in ('anon', 'authenticated');
@@ -619,6 +664,8 @@ create or replace function private.session_hours_problem(specialist uuid, starts
   language sql stable
   security definer
   set search_path = ''
+  -- The rules' plan is small; JIT compilation would cost more than running it.
+  set jit = off
   as $$
   select p.reason from private.slot_problem(specialist, null, starts, ends, null, now(), false, true, false) p
   where p.reason in ('outside_hours', 'exception')

@@ -337,7 +337,8 @@ def report(measurements: list[Measurement], out=print) -> None:
             f"{ratio50:>14} {ratio95:>14}")
 
 
-def run(url: str, scale: Scale, calls: int, seed_data: bool = True, out=print) -> list[Measurement]:
+def run(url: str, scale: Scale, calls: int, seed_data: bool = True, out=print,
+        only: str | None = None) -> list[Measurement]:
     if seed_data:
         started = time.perf_counter()
         counts = seed(url, scale, log=out)
@@ -348,7 +349,8 @@ def run(url: str, scale: Scale, calls: int, seed_data: bool = True, out=print) -
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         conn.read_only = True
         for read in READS:
-            measurements.append(measure(conn, read, scale, calls, rng))
+            if only is None or only in read.name:
+                measurements.append(measure(conn, read, scale, calls, rng))
     out(f"\n{calls:,} calls each, a fresh random caller per call; times are whole requests (BEGIN … COMMIT)")
     report(measurements, out=out)
     return measurements
@@ -372,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the throwaway cluster and print its URL")
     parser.add_argument("--no-seed", action="store_true",
                         help="with DATABASE_URL: measure a database this script already seeded (same scale)")
+    parser.add_argument("--only", help="measure only the reads whose name contains this (e.g. 'free slots')")
     args = parser.parse_args(argv)
     scale = SMALL if args.small else FULL
     calls = args.calls or scale.calls
@@ -386,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             url = cluster.url()
             migrate(url, log=lambda _line: None)
         print(f"scale: {scale.specialists:,} specialists, {scale.clients:,} clients, {scale.sessions:,} sessions")
-        run(url, scale, calls, seed_data=not (args.no_seed and cluster is None))
+        run(url, scale, calls, seed_data=not (args.no_seed and cluster is None), only=args.only)
     finally:
         if cluster is not None:
             if args.keep:
