@@ -30,3 +30,7 @@ grant select on table public.upcoming_sessions to authenticated, service_role;
 -- Sessions that no longer fit their specialist's hours (sql/0019_booking_rules.sql); caller's rights.
 revoke all on table public.sessions_needing_attention from public, anon, authenticated;
 grant select on table public.sessions_needing_attention to authenticated, service_role;
+
+-- Every session of the viewer, with names (sql/0030_frontend_real_path.sql); the caller's rights.
+revoke all on table public.session_list from public, anon, authenticated;
+grant select on table public.session_list to authenticated, service_role;

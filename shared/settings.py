@@ -62,6 +62,8 @@ class Settings:
     trusted_proxy_hops: int = 0
     # Versioned keys of the intake forms' encryption (shared/intake/keys.py parses them).
     intake_encryption_keys: str | None = None
+    # Where the local server forwards /rest/v1 (PostgREST); `therapy-db up` sets it. Unset = no /rest/v1.
+    postgrest_url: str | None = None
 
     def require(self, name: str) -> Any:
         """Return setting `name` (a field name), or raise if it is not set."""
@@ -189,6 +191,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sentry_dsn=_text(env, "SENTRY_DSN"),
         trusted_proxy_hops=_integer(env, "TRUSTED_PROXY_HOPS", 0),
         intake_encryption_keys=_text(env, "INTAKE_ENCRYPTION_KEYS"),
+        postgrest_url=_text(env, "POSTGREST_URL"),
     )
 
 

@@ -96,9 +96,8 @@ GRID = [
     ("availability_windows", "update", DENIED, NONE, NONE, ALLOWED, NONE, ALLOWED),
     ("availability_windows", "delete", DENIED, NONE, NONE, ALLOWED, NONE, ALLOWED),
 
-    # exceptions: the table only to their specialist and admins; others see specialist_time_off
-    ("specialist_availability_exceptions", "select",
-     DENIED, NONE, NONE, OWN("exception_s"), OWN("exception_t"), ALL),
+    # exceptions: every signed-in user reads them, reason included (seed 002's availability check)
+    ("specialist_availability_exceptions", "select", DENIED, ALL, ALL, ALL, ALL, ALL),
     ("specialist_availability_exceptions", "insert",
      DENIED, DENIED_BY_POLICY, DENIED_BY_POLICY, ALLOWED, ALLOWED, ALLOWED),
     ("specialist_availability_exceptions", "update", DENIED, NONE, NONE, ALLOWED, NONE, ALLOWED),
@@ -200,6 +199,13 @@ GRID = [
     ("sessions_needing_attention", "insert", *[NOT_UPDATABLE] * 6),
     ("sessions_needing_attention", "update", *[NOT_UPDATABLE] * 6),
     ("sessions_needing_attention", "delete", *[NOT_UPDATABLE] * 6),
+
+    # every session of the caller, past and cancelled included (an admin has none of their own)
+    ("session_list", "select",
+     DENIED, OWN("sessions_as"), OWN("sessions_bt"), OWN("sessions_as"), OWN("sessions_bt"), NONE),
+    ("session_list", "insert", *[NOT_UPDATABLE] * 6),
+    ("session_list", "update", *[NOT_UPDATABLE] * 6),
+    ("session_list", "delete", *[NOT_UPDATABLE] * 6),
 ]
 
 OPERATIONS = ("select", "insert", "update", "delete")
@@ -213,7 +219,7 @@ MATRIX_TABLES = sorted({table for table, *_ in GRID})
 
 # Views are checked through the table they show.
 BASE_TABLE = {"specialist_directory": "profiles", "specialist_time_off": "specialist_availability_exceptions",
-              "upcoming_sessions": "sessions", "sessions_needing_attention": "sessions"}
+              "upcoming_sessions": "sessions", "sessions_needing_attention": "sessions", "session_list": "sessions"}
 
 
 # -- what each caller tries ---------------------------------------------------------
@@ -273,6 +279,9 @@ def insert_values(table: str, w: World, caller: str) -> dict:
         "sessions_needing_attention": lambda: {
             "specialist_id": w.people["specialist_s"].id, "client_id": own_id(w, caller, "client_a"),
             "starts_at": NOW + timedelta(days=22), "ends_at": NOW + timedelta(days=22, minutes=50)},
+        "session_list": lambda: {
+            "specialist_id": w.people["specialist_s"].id, "client_id": own_id(w, caller, "client_a"),
+            "starts_at": NOW + timedelta(days=22), "ends_at": NOW + timedelta(days=22, minutes=50)},
     }[table]()
 
 
@@ -295,6 +304,7 @@ WRITE_TARGETS = {
     "specialist_time_off": (lambda w: w.id("exception_s"), "is_available", True),
     "upcoming_sessions": (lambda w: w.id("session_as_upcoming"), "status", "cancelled"),
     "sessions_needing_attention": (lambda w: w.id("session_as_upcoming"), "starts_at", NOW + timedelta(days=30)),
+    "session_list": (lambda w: w.id("session_as_past"), "status", "cancelled"),
 }
 
 

@@ -1,6 +1,8 @@
 """Serves every function of deploy.yaml together, as Supabase does, at
 ``/functions/v1/<name>``, plus ``GET /functions/v1/health`` and the functions'
 OpenAPI description at ``GET /functions/v1/openapi.json`` (shared/ops/openapi.py).
+With ``POSTGREST_URL`` set, ``/rest/v1/…`` is forwarded to that PostgREST on the
+same port (shared/ops/postgrest.py), as on a Supabase project.
 
 Each function is loaded with functions-framework's own ``create_app`` (exactly
 what ``functions-framework --source … --target …`` serves), and the apps are
@@ -97,10 +99,18 @@ def build_app(root: Path = REPO_ROOT):
         # The servers entry points back at this very server, whatever host and port it answers on.
         return flask.jsonify(document(server_url=flask.request.host_url.rstrip("/") + PREFIX))
 
+    from shared.ops.postgrest import REST_PREFIX, rest_proxy
+    from shared.settings import get_settings
+
+    postgrest_url = get_settings().postgrest_url
+    rest_api = rest_proxy(postgrest_url) if postgrest_url else None
+
     def dispatch(environ, start_response):
         # /functions/v1/<name>[/<rest>] reaches the function as /<rest> (its "/"),
         # the path functions-framework answers at when served alone.
         path = environ.get("PATH_INFO", "")
+        if rest_api is not None and (path == REST_PREFIX or path.startswith(REST_PREFIX + "/")):
+            return rest_api(environ, start_response)
         if path.startswith(PREFIX + "/"):
             name, _, rest = path[len(PREFIX) + 1:].partition("/")
             if name in mounts:
@@ -112,7 +122,8 @@ def build_app(root: Path = REPO_ROOT):
     return dispatch
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, threads: int = 8) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, threads: int = 8, on_ready=None) -> None:
+    """Serves until stopped; ``on_ready()`` runs once the port is bound and the worker is up."""
     from gunicorn.app.base import BaseApplication
 
     app = build_app()
@@ -124,6 +135,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, threads: int = 8) -> None:
             self.cfg.set("threads", threads)
             self.cfg.set("timeout", 0)
             self.cfg.set("accesslog", None)
+            if on_ready:
+                self.cfg.set("when_ready", lambda _server: on_ready())
 
         def load(self):
             return app
