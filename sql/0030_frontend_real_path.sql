@@ -82,3 +82,33 @@ create view public.session_list with (security_invoker = true) as
   left join public.specialist_directory specialist on specialist.id = s.specialist_id
   left join private.my_client_names() client on client.id = s.client_id
   where s.specialist_id = (select auth.uid()) or s.client_id = (select auth.uid());
+
+-- ============================================================================
+-- Read-only read models
+-- ============================================================================
+
+/**
+ * Writes to the joined read models used to fail with "cannot insert into view"
+ * (55000), which PostgREST answers as a 500: a server error no frontend can act
+ * on. With an INSTEAD OF trigger PostgreSQL checks privileges first, so a write
+ * is refused as every other write without a grant is: 42501, HTTP 403. The
+ * trigger itself refuses too, should a grant ever be given.
+ */
+create or replace function private.refuse_read_model_write() returns trigger
+  language plpgsql
+  set search_path = ''
+  as $$
+begin
+  raise exception '% is read-only; sessions are booked and cancelled through the functions.', tg_table_name
+    using errcode = '42501';
+end
+$$;
+revoke execute on function private.refuse_read_model_write() from public;
+
+create trigger upcoming_sessions_read_only
+  instead of insert or update or delete on public.upcoming_sessions
+  for each row execute function private.refuse_read_model_write();
+
+create trigger session_list_read_only
+  instead of insert or update or delete on public.session_list
+  for each row execute function private.refuse_read_model_write();

@@ -187,9 +187,9 @@ GRID = [
     ("upcoming_sessions", "select",
      DENIED, OWN("session_as_upcoming"), OWN("session_bt_upcoming"),
      OWN("session_as_upcoming"), OWN("session_bt_upcoming"), NONE),
-    ("upcoming_sessions", "insert", *[NOT_UPDATABLE] * 6),
-    ("upcoming_sessions", "update", *[NOT_UPDATABLE] * 6),
-    ("upcoming_sessions", "delete", *[NOT_UPDATABLE] * 6),
+    ("upcoming_sessions", "insert", *[DENIED] * 6),
+    ("upcoming_sessions", "update", *[DENIED] * 6),
+    ("upcoming_sessions", "delete", *[DENIED] * 6),
 
     # upcoming sessions outside their specialist's current hours, under the sessions' policies
     # (the world's upcoming sessions lie outside the hours: tests/rls_fixtures.py)
@@ -203,9 +203,9 @@ GRID = [
     # every session of the caller, past and cancelled included (an admin has none of their own)
     ("session_list", "select",
      DENIED, OWN("sessions_as"), OWN("sessions_bt"), OWN("sessions_as"), OWN("sessions_bt"), NONE),
-    ("session_list", "insert", *[NOT_UPDATABLE] * 6),
-    ("session_list", "update", *[NOT_UPDATABLE] * 6),
-    ("session_list", "delete", *[NOT_UPDATABLE] * 6),
+    ("session_list", "insert", *[DENIED] * 6),
+    ("session_list", "update", *[DENIED] * 6),
+    ("session_list", "delete", *[DENIED] * 6),
 ]
 
 OPERATIONS = ("select", "insert", "update", "delete")
