@@ -140,6 +140,7 @@ def create_booking(caller: Caller, request: BookingRequest) -> dict[str, Any]:
     return {
         "success": True,
         "session_id": str(session["id"]),
+        "booking_id": str(session["id"]),  # the same id, by the name booking-cancel asks for
         "booking_reference": session["booking_reference"],
         "starts_at": session["starts_at"].isoformat(),
         "ends_at": session["ends_at"].isoformat(),

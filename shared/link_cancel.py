@@ -63,7 +63,8 @@ def _facts(row: dict) -> pages.SessionFacts:
 
 
 SESSION_QUERY = """
-select s.id, s.client_id, s.status, s.starts_at, s.ends_at, c.timezone, sp.full_name as specialist_name
+select s.id, s.client_id, s.status, s.starts_at, s.ends_at, c.timezone, sp.full_name as specialist_name,
+       s.google_calendar_event_id is not null as has_calendar_event
 from public.sessions s
 join public.profiles c on c.id = s.client_id
 join public.profiles sp on sp.id = s.specialist_id
@@ -108,7 +109,7 @@ def handle(token: str | None, address: str, confirm: bool) -> Page:
     except NotFound:  # pragma: no cover - the row was just read; sessions are never deleted
         return Page(404, pages.invalid_link())
     cancellation.after_commit(session_id)
-    return Page(200, pages.cancelled(facts))
+    return Page(200, pages.cancelled(facts, calendar_event=row["has_calendar_event"]))
 
 
 def client_address(request) -> str:

@@ -69,11 +69,12 @@ def confirm(session: SessionFacts, token: str) -> str:
     )
 
 
-def cancelled(session: SessionFacts) -> str:
+def cancelled(session: SessionFacts, *, calendar_event: bool = True) -> str:
+    """``calendar_event``: the session had an event (calendar sync was on when it was booked)."""
+    removed = "It has been removed from your specialist's calendar. " if calendar_event else ""
     return _page(
         "Your session is cancelled",
-        _facts(session) + "<p>It has been removed from your specialist's calendar. "
-                          "No refund is processed.</p>",
+        _facts(session) + f"<p>{removed}No refund is processed.</p>",
     )
 
 

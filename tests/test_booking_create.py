@@ -112,9 +112,10 @@ def test_session_created_on_successful_booking(booking_api: FunctionClient, func
     answer = book(booking_api, client, specialist.id, starts_at)
 
     body = assert_booked(answer)
-    assert set(body) == {"success", "session_id", "booking_reference", "starts_at", "ends_at", "status",
-                         "cancel_url"}
+    assert set(body) == {"success", "session_id", "booking_id", "booking_reference", "starts_at", "ends_at",
+                         "status", "cancel_url"}
     session_id = uuid.UUID(body["session_id"])
+    assert body["booking_id"] == body["session_id"], "booking-cancel's name for the same id"
     assert body["status"] == "confirmed"
     assert datetime.fromisoformat(body["starts_at"]) == starts_at
     assert datetime.fromisoformat(body["ends_at"]) == starts_at + timedelta(minutes=50)

@@ -215,6 +215,23 @@ def test_client_cancels_via_cancellation_link(functions_api: FunctionsApi, funct
     assert_cancelled_by_the_link(committed_db, functions_env.server, session_id, client, specialist.calendar_id)
 
 
+def test_the_cancelled_page_mentions_the_calendar_only_for_a_session_that_had_an_event(
+        token_cancel_api: FunctionClient, committed_db: psycopg.Connection, client: Person,
+        specialist: BookableSpecialist, book_session) -> None:
+    with_event = book_session()
+    without_event = book_session(specialist.slot(days_ahead=6, local_time="10:00"))
+    committed_db.execute("update public.sessions set google_calendar_event_id = null where id = %s",
+                         [without_event["id"]])
+
+    synced = press_the_button(token_cancel_api, link(with_event["id"]))
+    unsynced = press_the_button(token_cancel_api, link(without_event["id"]))
+
+    assert_page(synced, 200, "cancelled")
+    assert_page(unsynced, 200, "cancelled")
+    assert "removed from your specialist's calendar" in page_text(synced)
+    assert "calendar" not in page_text(unsynced)
+
+
 INVALID_LINKS = {
     "garbage token": lambda valid: "token=not-a-real-token",
     # A middle character: the last one of a base64 signature partly holds padding bits,

@@ -163,11 +163,13 @@ def document(server_url: str | None = None) -> dict[str, Any]:
         "BookingCreated": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["success", "session_id", "booking_reference", "starts_at", "ends_at", "status",
-                         "cancel_url"],
+            "required": ["success", "session_id", "booking_id", "booking_reference", "starts_at", "ends_at",
+                         "status", "cancel_url"],
             "properties": {
                 "success": {"const": True},
                 "session_id": {"type": "string", "format": "uuid"},
+                "booking_id": {"type": "string", "format": "uuid",
+                               "description": "the same as session_id: what booking-cancel's booking_id takes"},
                 "booking_reference": {"type": "string", "pattern": r"^BK-\d{4}-\d+$",
                                       "description": "human-readable, unique; identifies, does not authorize"},
                 "starts_at": {"type": "string", "format": "date-time"},
