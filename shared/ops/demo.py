@@ -17,8 +17,11 @@ from dataclasses import dataclass
 
 import psycopg
 
+# Fixed ids, so that documents (the OpenAPI examples) can name the demo specialist.
+SPECIALIST_ID = uuid.UUID("d3e0c0de-0000-4000-8000-000000000001")
 SPECIALIST = ("specialist@demo.test", "Dr Maya Okafor", "Europe/London")
-CLIENTS = (("alex@demo.test", "Alex Morgan"), ("jordan@demo.test", "Jordan Lee"))
+CLIENTS = ((uuid.UUID("d3e0c0de-0000-4000-8000-000000000002"), "alex@demo.test", "Alex Morgan"),
+           (uuid.UUID("d3e0c0de-0000-4000-8000-000000000003"), "jordan@demo.test", "Jordan Lee"))
 HOURS = ("08:00", "18:00")
 RATE = ("80.00", "EUR", 50)
 TOKEN_SECONDS = 86400
@@ -31,13 +34,13 @@ class DemoPerson:
     full_name: str
 
 
-def _user(conn: psycopg.Connection, email: str, full_name: str) -> DemoPerson:
+def _user(conn: psycopg.Connection, user_id: uuid.UUID, email: str, full_name: str) -> DemoPerson:
     row = conn.execute("select id from auth.users where email = %s", [email]).fetchone()
     if row is None:
         row = conn.execute(
-            "insert into auth.users (email, aud, role, raw_user_meta_data, email_confirmed_at) "
-            "values (%s, 'authenticated', 'authenticated', %s, now()) returning id",
-            [email, json.dumps({"full_name": full_name})]).fetchone()
+            "insert into auth.users (id, email, aud, role, raw_user_meta_data, email_confirmed_at) "
+            "values (%s, %s, 'authenticated', 'authenticated', %s, now()) returning id",
+            [user_id, email, json.dumps({"full_name": full_name})]).fetchone()
     return DemoPerson(row[0], email, full_name)
 
 
@@ -45,7 +48,7 @@ def seed(url: str) -> tuple[DemoPerson, list[DemoPerson]]:
     """Creates (or finds) the demo people, the specialist's hours and rate; one transaction."""
     with psycopg.connect(url) as conn:
         email, name, zone = SPECIALIST
-        specialist = _user(conn, email, name)
+        specialist = _user(conn, SPECIALIST_ID, email, name)
         conn.execute("update public.profiles set role = 'specialist', timezone = %s where id = %s",
                      [zone, specialist.id])
         conn.execute(
@@ -58,7 +61,7 @@ def seed(url: str) -> tuple[DemoPerson, list[DemoPerson]]:
                select %s, %s, %s, %s, now() - interval '1 day'
                where not exists (select 1 from public.specialist_rates where specialist_id = %s)""",
             [specialist.id, *RATE, specialist.id])
-        clients = [_user(conn, email, name) for email, name in CLIENTS]
+        clients = [_user(conn, user_id, email, name) for user_id, email, name in CLIENTS]
     return specialist, clients
 
 

@@ -21,6 +21,7 @@ from shared.errors import (
 )
 from shared.inputs import MAX_BODY_BYTES, MOMENT_YEARS
 from shared.ops import intake_openapi
+from shared.ops.demo import SPECIALIST_ID as DEMO_SPECIALIST_ID
 
 OPENAPI_VERSION = "3.1.0"
 LOCAL_SERVER = "http://127.0.0.1:8000/functions/v1"
@@ -101,6 +102,17 @@ def _json_body(schema_ref: str, example: dict[str, Any], *, required: bool = Tru
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"},
                                          "example": example}},
     }
+
+
+def _bookable_example_time() -> str:
+    """Three days from today at 10:00 in London (inside the demo specialist's hours, past the
+    default notice, before the default horizon): an example that books when sent."""
+    from datetime import datetime, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    london = ZoneInfo("Europe/London")
+    day = datetime.now(london).date() + timedelta(days=3)
+    return datetime.combine(day, time(10), london).isoformat()
 
 
 def _page(meaning: str) -> dict[str, Any]:
@@ -263,8 +275,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                            "Calendar event and stores the confirmed session, all or nothing.",
             "security": USER_SECURITY,
             "requestBody": _json_body("BookingRequest", {
-                "specialist_id": "8a4f1c2e-5b6d-4e7f-9a0b-1c2d3e4f5a6b",
-                "starts_at": "2026-12-01T10:00:00+00:00",
+                "specialist_id": str(DEMO_SPECIALIST_ID),  # `therapy-db demo`'s specialist
+                "starts_at": _bookable_example_time(),
                 "duration_minutes": 50,
                 "session_type": "initial",
                 "special_requests": "Ground floor room, please",
@@ -293,7 +305,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                            "NOT_FOUND, exactly like one that does not exist.",
             "security": USER_SECURITY,
             "requestBody": _json_body("CancelRequest", {
-                "booking_id": "0b5e8d3a-7c21-4f6e-8d9a-2b3c4d5e6f70",
+                "booking_id": "0b5e8d3a-7c21-4f6e-8d9a-2b3c4d5e6f70",  # booking-create's booking_id
                 "reason": "I have a conflicting appointment",
             }),
             "responses": {
