@@ -255,7 +255,6 @@ def _default_port() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    read_dotenv()
     # The shared options are accepted before and after the subcommand (`therapy-db migrate --database-url …`);
     # unset, they are absent from the namespace (SUPPRESS), so a subcommand never undoes the main parser's.
     def common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -302,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                         cmd_intake_reencrypt)
     reencrypt.add_argument("--batch-size", type=int, default=1000, help="forms per transaction (default 1000)")
     args = parser.parse_args(argv)
+    if args.command != "deploy":  # deploy reads its settings from --env-file or the shell, never a local .env
+        read_dotenv()
     args.database_url = getattr(args, "database_url", None)
     args.local_dir = getattr(args, "local_dir", str(LOCAL_DIR))
     try:
