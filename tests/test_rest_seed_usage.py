@@ -290,3 +290,18 @@ def test_therapist_session_list_shows_status_and_client_name_of_past_and_cancell
     # A client's list holds their own sessions only, with their own name.
     mine = supabase_as(people["other_client"]).from_("session_list").select("id, client_name").execute()
     assert [(s["id"], s["client_name"]) for s in mine.data] == [(str(cancelled["id"]), "Bob Client")]
+
+
+def test_embedding_the_clients_profile_in_sessions_stays_private_and_session_list_names_them(
+        people, session_of, supabase_as):
+    # The embed a frontend might write first: profiles' policies keep a client's row (email,
+    # timezone) from the specialist, so the embedded client is null; session_list is the way.
+    session = session_of(people["specialist"], people["client"], starts_in=timedelta(days=-3))
+    specialist = supabase_as(people["specialist"])
+
+    embedded = (specialist.from_("sessions").select("id, client:profiles!sessions_client_id_fkey(full_name, email)")
+                .eq("id", str(session["id"])).execute())
+    listed = specialist.from_("session_list").select("id, client_name").eq("id", str(session["id"])).execute()
+
+    assert embedded.data == [{"id": str(session["id"]), "client": None}]
+    assert listed.data == [{"id": str(session["id"]), "client_name": "Alice Client"}]
