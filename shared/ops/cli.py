@@ -150,7 +150,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             try:
                 postgrest.start()
             except PostgrestError as exc:
-                raise ClusterError(str(exc)) from None
+                # A database PostgREST cannot log in to (a hosted project's, say) still gets its functions.
+                print(f"{exc}\n/rest/v1 is not served; POSTGREST_DB_URI sets the URI PostgREST logs in with.",
+                      file=sys.stderr)
+                postgrest = None
+        if postgrest:
             os.environ["POSTGREST_URL"] = postgrest.url
             keys = api_keys(os.environ["SUPABASE_JWT_SECRET"])
             print(f"SUPABASE_URL={base_url}", flush=True)
@@ -159,8 +163,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"FUNCTIONS_URL={functions_url}", flush=True)
         from shared.ops.serve import serve
 
+        paths = "/rest/v1, /functions/v1" if postgrest else "/functions/v1"
         serve(port=args.port, on_ready=lambda: print(
-            f"Ready on {base_url} (/rest/v1, /functions/v1). Ctrl-C stops it.", file=sys.stderr, flush=True))
+            f"Ready on {base_url} ({paths}). Ctrl-C stops it.", file=sys.stderr, flush=True))
     finally:
         if postgrest:
             postgrest.stop()
