@@ -102,6 +102,34 @@ def test_client_inserts_the_api_refuses_answer_403_42501(rest, people, table, co
     assert (answer.status, error_code(answer)) == (403, "42501"), answer.text
 
 
+NO_INSERT_GRANT = ("profiles", "sessions", "booking_status_history", "audit_log", "upcoming_sessions",
+                   "session_list", "specialist_directory", "specialist_time_off")
+
+
+@pytest.mark.parametrize("table", TABLES + VIEWS)
+def test_visitors_writing_anything_answer_401(rest, table):
+    body = CLIENT_INSERTS.get(table, {"created_at": "2030-01-01T00:00:00Z"})
+    answer = rest(None).request("POST", table, body=body, headers={"Prefer": "return=minimal"})
+    assert (answer.status, error_code(answer)) == (401, "42501"), answer.text
+
+
+@pytest.mark.parametrize("role", ["specialist", "admin"])
+@pytest.mark.parametrize("table", NO_INSERT_GRANT)
+def test_specialists_and_admins_cannot_insert_where_nobody_may_403(rest, people, role, table):
+    answer = as_role(rest, people, role).request("POST", table, body=CLIENT_INSERTS[table],
+                                                 headers={"Prefer": "return=minimal"})
+    assert (answer.status, error_code(answer)) == (403, "42501"), answer.text
+
+
+@pytest.mark.parametrize("role", ["client", "specialist", "admin"])
+def test_nobody_deletes_a_cancellation_or_the_history_403(rest, people, session, role):
+    rest(people["client"]).request("POST", "booking_cancellations", body={
+        "booking_id": str(session["id"]), "cancelled_by": str(people["client"].id), "reason": "away"})
+    for table, column in (("booking_cancellations", "booking_id"), ("booking_status_history", "session_id")):
+        answer = as_role(rest, people, role).request("DELETE", table, params={column: f"eq.{session['id']}"})
+        assert (answer.status, error_code(answer)) == (403, "42501"), f"{role} deleting {table}: {answer.text}"
+
+
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
 def test_client_updates_and_deletes_of_sessions_answer_403(rest, people, session, method, committed_db):
     answer = rest(people["client"]).request(method, "sessions", params={"id": f"eq.{session['id']}"},
