@@ -386,6 +386,42 @@ def document(server_url: str | None = None) -> dict[str, Any]:
         },
     }
 
+    schemas["Health"] = {
+        "type": "object",
+        "required": ["status", "database", "calendar"],
+        "properties": {
+            "status": {"enum": ["ok", "degraded"]},
+            "database": {"type": "string", "description": "`ok`, or `unavailable: <error class>`"},
+            "calendar": {"enum": ["enabled", "disabled"]},
+            "calendar_deletions_pending": {"type": "integer", "minimum": 0},
+            "calendar_deletions_stuck": {"type": "integer", "minimum": 0,
+                                         "description": "pending for more than a day: degraded"},
+            "scheduled_call_failures_24h": {"type": "integer", "minimum": 0},
+        },
+    }
+    schemas["OpenApiDocument"] = {"type": "object", "required": ["openapi", "info", "paths"],
+                                  "properties": {"openapi": {"const": OPENAPI_VERSION}}}
+    health = {
+        "get": {
+            "operationId": "health",
+            "summary": "The database and calendar state, for people and probes",
+            "security": [],
+            "responses": {
+                **_ok("Everything answers", "Health"),
+                "503": {"description": "The database does not answer, or calendar deletions are stuck",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+            },
+        },
+    }
+    openapi_document = {
+        "get": {
+            "operationId": "openapiDocument",
+            "summary": "This document",
+            "security": [],
+            "responses": _ok("The OpenAPI 3.1 description of the functions", "OpenApiDocument"),
+        },
+    }
+
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "Therapy booking functions", "version": _app_version(), "description": DESCRIPTION},
@@ -405,6 +441,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "/intake-form": intake_openapi.path(
                 ok=_ok, errors=_errors, json_body=_json_body, user_security=USER_SECURITY, invalid=INVALID,
                 unauthorized=UNAUTHORIZED_USER, too_large=TOO_LARGE, not_json=NOT_JSON, internal=INTERNAL),
+            "/health": health,
+            "/openapi.json": openapi_document,
         },
         "components": {
             "securitySchemes": {
