@@ -251,3 +251,16 @@ def test_the_service_key_reads_every_row_and_the_anon_key_none(rest, supabase_st
     assert session["id"] and {"id": str(session["id"])} in service.json()
     anon = rest(None).request("GET", "sessions", params={"select": "id"})
     assert anon.status == 401
+
+
+def test_counts_and_head_requests_pass_through_the_front_door(supabase_as, people, committed_db):
+    committed_db.execute(
+        "insert into public.booking_packages (specialist_id, name, session_count, price) "
+        "select %s, 'Package ' || n, 1, 10 from generate_series(1, 3) n", [people["specialist"].id])
+    client = supabase_as(people["client"])
+
+    counted = client.from_("booking_packages").select("*", count="exact").limit(1).execute()
+    head = client.from_("booking_packages").select("*", count="exact", head=True).execute()
+
+    assert (counted.count, len(counted.data)) == (3, 1)
+    assert head.count == 3 and not head.data

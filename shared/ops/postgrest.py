@@ -205,7 +205,11 @@ def rest_proxy(upstream: str) -> WsgiApp:
                     start_response("502 Bad Gateway", [("Content-Type", "application/json")])
                     return [b'{"message": "PostgREST is not reachable behind /rest/v1."}']
         out = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP]
-        out.append(("Content-Length", str(len(payload))))
+        if environ["REQUEST_METHOD"] == "HEAD":  # no body: the length is the one a GET would have
+            length_header = response.getheader("Content-Length")
+            out += [("Content-Length", length_header)] if length_header else []
+        else:
+            out.append(("Content-Length", str(len(payload))))
         start_response(f"{response.status} {response.reason}", out)
         return [payload]
 
