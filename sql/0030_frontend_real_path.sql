@@ -88,7 +88,8 @@ create view public.session_list with (security_invoker = true) as
 -- ============================================================================
 
 /**
- * Writes to the joined read models used to fail with "cannot insert into view"
+ * Writes to the joined read models (upcoming_sessions, session_list and
+ * sessions_needing_attention of sql/0019) used to fail with "cannot insert into view"
  * (55000), which PostgREST answers as a 500: a server error no frontend can act
  * on. With an INSTEAD OF trigger PostgreSQL checks privileges first, so a write
  * is refused as every other write without a grant is: 42501, HTTP 403. The
@@ -111,4 +112,8 @@ create trigger upcoming_sessions_read_only
 
 create trigger session_list_read_only
   instead of insert or update or delete on public.session_list
+  for each row execute function private.refuse_read_model_write();
+
+create trigger sessions_needing_attention_read_only
+  instead of insert or update or delete on public.sessions_needing_attention
   for each row execute function private.refuse_read_model_write();

@@ -196,9 +196,9 @@ GRID = [
     ("sessions_needing_attention", "select",
      DENIED, OWN("session_as_upcoming"), OWN("session_bt_upcoming"),
      OWN("session_as_upcoming"), OWN("session_bt_upcoming"), OWN("session_as_upcoming", "session_bt_upcoming")),
-    ("sessions_needing_attention", "insert", *[NOT_UPDATABLE] * 6),
-    ("sessions_needing_attention", "update", *[NOT_UPDATABLE] * 6),
-    ("sessions_needing_attention", "delete", *[NOT_UPDATABLE] * 6),
+    ("sessions_needing_attention", "insert", *[DENIED] * 6),
+    ("sessions_needing_attention", "update", *[DENIED] * 6),
+    ("sessions_needing_attention", "delete", *[DENIED] * 6),
 
     # every session of the caller, past and cancelled included (an admin has none of their own)
     ("session_list", "select",

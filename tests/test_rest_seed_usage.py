@@ -124,6 +124,9 @@ def test_client_creates_a_recurring_booking_with_next_booking_date_and_lists_it(
     committed_db.execute("insert into public.specialist_rates (specialist_id, amount, currency, duration_minutes, "
                          "effective_from) values (%s, 90, 'EUR', 50, now() - interval '1 day')",
                          [people["specialist"].id])
+    # The booking rules check the recurrence's first occurrence against the specialist's hours.
+    committed_db.execute("insert into public.availability_windows (specialist_id, day_of_week, start_time, end_time) "
+                         "select %s, day, '08:00', '20:00' from generate_series(0, 6) day", [people["specialist"].id])
     start = date.today() + timedelta(days=7)
     supabase = supabase_as(people["client"])
     current_user_id = str(people["client"].id)

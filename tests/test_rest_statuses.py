@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 TABLES = ("profiles", "specialist_rates", "availability_windows", "specialist_availability_exceptions",
           "booking_packages", "recurring_bookings", "sessions", "booking_status_history",
           "booking_cancellations", "session_notes", "meeting_recordings", "audit_log")
-VIEWS = ("specialist_directory", "specialist_time_off", "upcoming_sessions", "session_list")
+VIEWS = ("specialist_directory", "specialist_time_off", "upcoming_sessions", "session_list",
+         "sessions_needing_attention")
 OPEN_TO_VISITORS = {"booking_packages", "specialist_directory"}
 ROLES = ("anon", "client", "specialist", "admin")
 
@@ -76,6 +77,7 @@ CLIENT_INSERTS = {
     "audit_log": {"action": "forged", "entity_type": "session"},
     "upcoming_sessions": {"status": "confirmed"},
     "session_list": {"status": "confirmed"},
+    "sessions_needing_attention": {"problem": "none"},
     "specialist_directory": {"full_name": "Fake Specialist"},
     "specialist_time_off": {"exception_date": "2030-01-01"},
     # a grant, but the policy is the specialist's (or an admin's) alone
@@ -103,7 +105,7 @@ def test_client_inserts_the_api_refuses_answer_403_42501(rest, people, table, co
 
 
 NO_INSERT_GRANT = ("profiles", "sessions", "booking_status_history", "audit_log", "upcoming_sessions",
-                   "session_list", "specialist_directory", "specialist_time_off")
+                   "session_list", "sessions_needing_attention", "specialist_directory", "specialist_time_off")
 
 
 @pytest.mark.parametrize("table", TABLES + VIEWS)
