@@ -10,6 +10,7 @@ committed beforehand as the superuser (PostgREST reads through its own connectio
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from postgrest.exceptions import APIError
@@ -308,3 +309,35 @@ def test_embedding_the_clients_profile_in_sessions_stays_private_and_session_lis
 
     assert embedded.data == [{"id": str(session["id"]), "client": None}]
     assert listed.data == [{"id": str(session["id"]), "client_name": "Alice Client"}]
+
+
+# -- free slots: the booking page's read (sql/0019), an RPC for anon and authenticated --------------
+
+def test_a_booking_page_reads_free_slots_through_the_rpc_signed_in_or_not(people, supabase_as, session_of,
+                                                                       committed_db):
+    specialist, client = people["specialist"], people["client"]
+    day = datetime.now(timezone.utc).date() + timedelta(days=5)
+    committed_db.execute("""insert into public.specialist_rates (specialist_id, amount, currency, duration_minutes,
+                                                                effective_from)
+                            values (%s, 80, 'EUR', 50, now() - interval '1 day')""", [specialist.id])
+    committed_db.execute("""insert into public.availability_windows (specialist_id, day_of_week, start_time, end_time)
+                            values (%s, %s, '09:00', '12:00')""", [specialist.id, (day.weekday() + 1) % 7])
+    # 50-minute sessions with 10 minutes kept free after each: slots every hour.
+    committed_db.execute("update public.profiles set buffer_minutes = 10 where id = %s", [specialist.id])
+    other_specialist = create_person(committed_db, "specialist")
+    ten = datetime.fromisoformat(f"{day}T10:00:00").replace(tzinfo=ZoneInfo("Europe/London"))
+    session_of(other_specialist, client, starts_in=ten - datetime.now(timezone.utc))  # the client is busy at 10:00
+    args = {"specialist_id": str(specialist.id), "from_date": str(day), "to_date": str(day)}
+
+    anonymous = supabase_as(None).rpc("available_slots", args).execute().data
+    signed_in = supabase_as(client).rpc("available_slots", args).execute().data
+
+    starts = lambda rows: [datetime.fromisoformat(r["starts_at"]).astimezone(ten.tzinfo).strftime("%H:%M")  # noqa: E731
+                           for r in rows]
+    assert starts(anonymous) == ["09:00", "10:00", "11:00"]
+    assert starts(signed_in) == ["09:00", "11:00"]  # their own session clashes with 10:00
+    assert all(set(r) == {"starts_at", "ends_at"} for r in anonymous)
+    with pytest.raises(APIError) as refused:
+        supabase_as(None).rpc("available_slots", {**args, "to_date": str(day + timedelta(days=70))}).execute()
+    assert refused.value.code == "22023"
+    assert "At most 62 days of free slots can be asked for at once" in refused.value.message
