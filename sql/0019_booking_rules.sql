@@ -99,13 +99,17 @@ grant execute on function private.current_rate(uuid, timestamptz, integer) to se
 /** The lengths (minutes) a specialist offers at a moment, shortest first. */
 create or replace function private.offered_lengths(specialist uuid, at_time timestamptz default now())
   returns integer[]
-  language sql stable
+  -- PL/pgSQL, not SQL: every caller runs it once per call, and PL/pgSQL keeps its plan for
+  -- the session where a SQL function's query is planned again on every call.
+  language plpgsql stable
   as $$
-  select coalesce(array_agg(distinct r.duration_minutes order by r.duration_minutes), '{}')
-  from public.specialist_rates r
-  where r.specialist_id = specialist
-    and r.effective_from <= at_time
-    and (r.effective_to is null or r.effective_to > at_time)
+begin
+  return (select coalesce(array_agg(distinct r.duration_minutes order by r.duration_minutes), '{}')
+          from public.specialist_rates r
+          where r.specialist_id = specialist
+            and r.effective_from <= at_time
+            and (r.effective_to is null or r.effective_to > at_time));
+end
 $$;
 grant execute on function private.offered_lengths(uuid, timestamptz) to service_role;
 
@@ -123,11 +127,14 @@ grant execute on function private.offered_lengths(uuid, timestamptz) to service_
 create or replace function private.specialist_hours(specialist uuid, zone text, from_date date, to_date date,
                                                     apply text default 'all')
   returns tstzmultirange
-  language sql stable
+  -- PL/pgSQL, not SQL, for its cached plan (see offered_lengths).
+  language plpgsql stable
   as $$
+begin
   -- One pass per source over the whole range (hours of different days never overlap: each
   -- lies within its own local day, so subtracting the range's unavailable hours at once is
   -- the same as doing it day by day).
+  return (
   with days as (
     select d::date as day, extract(dow from d)::int as dow
     from generate_series(from_date::timestamp, to_date::timestamp, interval '1 day') d
@@ -153,7 +160,8 @@ create or replace function private.specialist_hours(specialist uuid, zone text, 
          - case when apply = 'all'
                 then coalesce((select range_agg(e.hours) from exceptions e where not e.is_available),
                               '{}'::tstzmultirange)
-                else '{}'::tstzmultirange end
+                else '{}'::tstzmultirange end);
+end
 $$;
 grant execute on function private.specialist_hours(uuid, text, date, date, text) to service_role;
 
@@ -189,7 +197,11 @@ create or replace function private.slot_problem(
            st.booking_min_notice_hours as notice_hours,
            st.booking_max_advance_days as advance_days,
            extract(epoch from ends - starts) / 60 as minutes,
-           private.offered_lengths(specialist, at_time) as lengths
+           private.offered_lengths(specialist, at_time) as lengths,
+           -- The hours on the session's local dates, every exception applied (computed once).
+           case when check_hours and sp.role = 'specialist' then
+             private.specialist_hours(specialist, sp.timezone, (starts at time zone sp.timezone)::date,
+                                      (ends at time zone sp.timezone)::date, 'all') end as hours
     -- limit 1: the planner then knows it is one row (the table is never analyzed, and an
     -- estimate of 1,430 rows made every caller's plan cost enough to JIT-compile for seconds).
     from (select * from private.practice_settings limit 1) st
@@ -216,15 +228,15 @@ create or replace function private.slot_problem(
                   array_to_string(f.lengths, ' or '), trim_scale(f.minutes))
     where cardinality(f.lengths) > 0 and not (f.minutes = any (f.lengths))
     union all
+    -- Outside the hours: which rule says so (the weekly windows or an exception) is only
+    -- worked out when the session does not fit (the first test is false for every fit).
     select 6, 'TB012', 'outside_hours', 'The slot is outside the specialist''s working hours'
-    where check_hours and f.is_specialist
+    where check_hours and f.is_specialist and not f.hours @> tstzrange(starts, ends)
       and not private.specialist_hours(specialist, f.zone, (starts at time zone f.zone)::date,
                                        (ends at time zone f.zone)::date, 'replacements') @> tstzrange(starts, ends)
     union all
     select 7, 'TB013', 'exception', 'The specialist is unavailable that day (availability exception)'
-    where check_hours and f.is_specialist
-      and not private.specialist_hours(specialist, f.zone, (starts at time zone f.zone)::date,
-                                       (ends at time zone f.zone)::date, 'all') @> tstzrange(starts, ends)
+    where check_hours and f.is_specialist and not f.hours @> tstzrange(starts, ends)
     union all
     select 8, 'TB014', 'taken', 'The specialist already has a session at that time'
     where check_sessions and exists (
