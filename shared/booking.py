@@ -71,7 +71,8 @@ def parse_booking_request(request) -> BookingRequest:
 # this module inserts and maps a refusal to the API's error.
 
 SPECIALIST_QUERY = """
-select p.id, p.email, coalesce(p.google_calendar_id, 'primary') as calendar_id,
+select p.id, private.calendar_subject(p.id) as email, -- verified, never profiles.email
+       coalesce(p.google_calendar_id, 'primary') as calendar_id,
        private.default_length(p.id) as default_minutes
 from public.profiles p
 where p.id = %s and p.role = 'specialist'
@@ -159,8 +160,8 @@ def _remove_orphan_event(gateway: calendar.CalendarGateway, specialist: dict, se
         log.warning("calendar event of an unbooked session queued for deletion: %s", exc)
         with db.transaction() as conn:
             conn.execute(
-                """insert into private.calendar_deletions (session_id, calendar_id, event_id, specialist_email,
+                """insert into private.calendar_deletions (session_id, calendar_id, event_id, specialist_id,
                                                            attempts, last_error)
                    values (%s, %s, %s, %s, 1, %s) on conflict (session_id) do nothing""",
-                [session_id, specialist["calendar_id"], event_id, specialist["email"], str(exc)[:500]],
+                [session_id, specialist["calendar_id"], event_id, specialist["id"], str(exc)[:500]],
             )

@@ -135,7 +135,8 @@ def create_pending_events(limit: int = 100_000) -> dict[str, int]:
         with db.transaction() as conn:
             pending = conn.execute(
                 """select s.id, s.google_calendar_event_id, s.starts_at, s.ends_at, s.booking_reference,
-                          coalesce(p.google_calendar_id, 'primary') as calendar_id, p.email
+                          coalesce(p.google_calendar_id, 'primary') as calendar_id,
+                          private.calendar_subject(p.id) as email
                    from public.sessions s join public.profiles p on p.id = s.specialist_id
                    where s.calendar_synced_at is null and s.google_calendar_event_id is not null
                      and s.status = 'confirmed' and s.starts_at > now()
