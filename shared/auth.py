@@ -216,6 +216,9 @@ def _unverified_header(token: str) -> dict[str, Any]:
         header = jwt.get_unverified_header(token)
     except jwt.DecodeError:
         raise Unauthorized("Token is malformed") from None
+    except jwt.InvalidTokenError as exc:
+        # PyJWT checks some header fields while reading it (e.g. a `kid` that is not a string).
+        raise Unauthorized(f"Token header is malformed ({str(exc)[:80]})") from None
     if not isinstance(header.get("alg"), str):
         raise Unauthorized("Token header has no algorithm")
     return header

@@ -12,6 +12,7 @@ import flask
 
 from shared import monitoring
 from shared.errors import AppError, MethodNotAllowed, error_response
+from shared.inputs import MAX_BODY_BYTES, limit_body, settle_body
 
 log = logging.getLogger("functions")
 
@@ -33,9 +34,13 @@ def json_endpoint(function_name: str, methods: Iterable[str] = ("POST",)) -> Cal
         @functools.wraps(handler)
         def endpoint(request: flask.Request) -> flask.Response:
             if request.method == "OPTIONS":
+                request.max_content_length = MAX_BODY_BYTES
+                settle_body(request)
                 return flask.Response(status=204, headers=CORS_HEADERS)
             with monitoring.scope(function_name):
                 try:
+                    # Before anything reads the body: no function reads more than this.
+                    limit_body(request, MAX_BODY_BYTES)
                     if request.method not in allowed:
                         raise MethodNotAllowed(request.method, allowed)
                     result = handler(request)
@@ -46,6 +51,7 @@ def json_endpoint(function_name: str, methods: Iterable[str] = ("POST",)) -> Cal
                     headers = exc.headers if isinstance(exc, AppError) else {}
                     monitoring.record_error(exc, body["error"])
                 finally:
+                    settle_body(request)
                     monitoring.flush()
             response = flask.jsonify(body)
             response.status_code = status

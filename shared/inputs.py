@@ -23,26 +23,88 @@ def _show(value: Any) -> str:
 
 
 def json_object(request) -> dict[str, Any]:
-    """The request's body as a JSON object (Content-Type application/json, at most 64 KiB)."""
-    length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The request body is {length} bytes; at most {MAX_BODY_BYTES} are accepted")
+    """The request's body as a JSON object (Content-Type application/json, at most 64 KiB).
+
+    The limit holds before anything is read: a larger Content-Length is refused at
+    once, and a body without one (chunked) is read only up to the limit.
+    """
+    limit_body(request, MAX_BODY_BYTES)
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(
             f"Send the request as application/json, not {request.mimetype or 'no content type'}"
         )
-    raw = request.get_data(cache=False, as_text=False)
-    if len(raw) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes")
+    raw = read_body(request)
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     except RecursionError:  # json raises it, not JSONDecodeError, for deeply nested arrays or objects
         raise InvalidRequest("The request body is nested too deeply") from None
+    except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+        raise InvalidRequest("The request body holds a number too long to read (over 4300 digits)") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
+    _refuse_lone_surrogates(body)
     return body
+
+
+def limit_body(request, max_bytes: int) -> None:
+    """Caps what may be read of the request body, before any of it is read.
+
+    A larger Content-Length is refused at once (413). A body without one
+    (chunked) is read through werkzeug's limited stream, which gunicorn enables
+    by marking chunked input as terminated: at most one byte more than the cap is
+    ever read, and that byte is how `read_body` tells a body at the cap from a
+    larger one (the stream itself stops quietly at its limit).
+    """
+    request.max_content_length = max_bytes + 1
+    request.max_form_memory_size = max_bytes + 1
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"The request body is {length} bytes; at most {max_bytes} are accepted")
+
+
+def read_body(request) -> bytes:
+    """The body, read within the cap set by `limit_body`; 413 when it is larger."""
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    max_bytes = request.max_content_length - 1
+    try:
+        data = request.get_data(cache=True, as_text=False)
+    except RequestEntityTooLarge:
+        data = None
+    if data is None or len(data) > max_bytes:
+        raise PayloadTooLarge(f"The request body is larger than {max_bytes} bytes")
+    return data
+
+
+def settle_body(request) -> None:
+    """Leaves the body read, within the cap, whatever happened before.
+
+    functions-framework reads the whole body after every answer (its
+    ``read_request`` hook calls ``request.get_data()``). Under the cap that read
+    would fail with 413 after our answer, and without the cap it would hold any
+    body in memory; so the body is read here, at most the cap, and when it is
+    over the cap it is marked as read (werkzeug's cache of ``get_data``, empty).
+    The unread rest is left to the server, which drains it in small chunks.
+    """
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    if request.max_content_length is None:
+        return
+    try:
+        request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        request._cached_data = b""  # what get_data returns from now on
+
+
+def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
+    """JSON may escape half a UTF-16 pair (\\ud800); such text cannot be stored or sent on."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("The request body holds a lone UTF-16 surrogate (\\ud800–\\udfff), "
+                             "which is not a character") from None
 
 
 def fields(body: Mapping[str, Any], required: Mapping[str, Parser], optional: Mapping[str, Parser]) -> dict:
@@ -121,6 +183,9 @@ def a_text(max_length: int, *, required_content: bool = False) -> Parser:
         if not isinstance(value, str):
             raise InvalidRequest(f"Field {name!r} must be text, got {_show(value)}", details={"field": name})
         text = value.strip()
+        if not text.isascii() and any("\ud800" <= ch <= "\udfff" for ch in text):
+            raise InvalidRequest(f"Field {name!r} holds a lone UTF-16 surrogate, which is not a character",
+                                 details={"field": name})
         if "\x00" in text:  # PostgreSQL text cannot hold NUL
             raise InvalidRequest(f"Field {name!r} must not contain NUL characters", details={"field": name})
         if not text.isascii():

@@ -3,13 +3,19 @@
 Mail scanners open every link, so opening it (GET) only shows the session and
 a button; only the POST from that page cancels. The link proves it was issued
 for the session's client, so the cancellation is recorded in the client's name.
-Repeated invalid links from one address are refused for a while.
+
+Guessing is slowed down without locking anyone out: a validly signed link is
+always honoured; only invalid links are counted, per address (an IPv6 client
+per /64, the block one subscriber gets), and an address with too many recent
+failures gets 429 for further invalid links, without any session lookup. The
+body is capped at MAX_BODY_BYTES before it is read (the form holds one token).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -17,13 +23,16 @@ from zoneinfo import ZoneInfo
 import flask
 
 from shared import cancellation, db, monitoring, pages
-from shared.errors import AlreadyCancelled, BookingInPast, CancellationTooLate, NotFound
+from shared.errors import AlreadyCancelled, BookingInPast, CancellationTooLate, NotFound, PayloadTooLarge
+from shared.inputs import limit_body, read_body, settle_body
 from shared.links import session_id_from_token
 from shared.settings import get_settings
 
 MAX_FAILURES = 10  # invalid links per address …
 FAILURE_WINDOW_MINUTES = 15  # … within this many minutes
 LINK_REASON = "Cancelled by the client through the emailed link"
+MAX_BODY_BYTES = 1024  # the confirm form sends one token of at most 200 characters
+IPV6_PREFIX = 64
 
 
 @dataclass(frozen=True)
@@ -32,9 +41,23 @@ class Page:
     html: str
 
 
+def address_block(address: str) -> str:
+    """What failures are counted by: an IPv4 address, or the /64 of an IPv6 one
+    (rotating inside its own /64 is free for a client, so it must not reset the count)."""
+    try:
+        parsed = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_PREFIX), strict=False))
+    return str(parsed)
+
+
 def _client_key(address: str) -> str:
     secret = get_settings().require("cancellation_link_secret").encode()
-    return hmac.new(secret, f"address:{address}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(secret, f"address:{address_block(address)}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def _too_many_failures(conn, key: str) -> bool:
@@ -74,14 +97,17 @@ where s.id = %s
 
 def handle(token: str | None, address: str, confirm: bool) -> Page:
     """Shows (``confirm`` False) or cancels (``confirm`` True) the session of a link."""
-    key = _client_key(address)
     session_id = session_id_from_token(token or "")
-    with db.transaction() as conn:
-        if _too_many_failures(conn, key):
-            return Page(429, pages.too_many_attempts())
-        row = conn.execute(SESSION_QUERY, [session_id]).fetchone() if session_id else None
-    if row is None:
+    if session_id is None:  # an invalid link: counted, and refused outright past the limit
+        key = _client_key(address)
+        with db.transaction() as conn:
+            if _too_many_failures(conn, key):
+                return Page(429, pages.too_many_attempts())
         _record_failure(key)
+        return Page(404, pages.invalid_link())
+    with db.transaction() as conn:
+        row = conn.execute(SESSION_QUERY, [session_id]).fetchone()
+    if row is None:  # pragma: no cover - signed by us for a session that never existed: not a guess
         return Page(404, pages.invalid_link())
     monitoring.tag_session(session_id)
     facts = _facts(row)
@@ -128,18 +154,34 @@ def respond(request) -> flask.Response:
     """The HTTP side: GET shows, POST (the page's form) cancels; every answer is a page."""
     with monitoring.scope("token-cancel"):
         try:
+            limit_body(request, MAX_BODY_BYTES)  # before anything reads it
             if request.method not in ("GET", "POST"):
                 page = Page(405, pages.method_not_allowed())
             else:
-                token = request.form.get("token") if request.method == "POST" else None
-                page = handle(token or request.args.get("token"), client_address(request),
-                              confirm=request.method == "POST")
+                page = handle(_token(request), client_address(request), confirm=request.method == "POST")
+        except PayloadTooLarge:
+            page = Page(413, pages.too_large())
         except Exception as exc:  # the caller gets a page; we get the report
             monitoring.record_error(exc, "INTERNAL_ERROR")
             page = Page(500, pages.server_error())
         finally:
+            settle_body(request)
             monitoring.flush()
     headers = dict(pages.SECURITY_HEADERS)
     if page.status == 405:
         headers["Allow"] = "GET, POST"
     return flask.Response(page.html, status=page.status, headers=headers)
+
+
+def _token(request) -> str | None:
+    """The link's token: the form's (POST, read within MAX_BODY_BYTES) or the query's."""
+    if request.method != "POST":
+        return request.args.get("token")
+    read_body(request)  # within the cap; the form is parsed from what was read
+    try:
+        token = request.form.get("token")
+    except Exception as exc:  # werkzeug's 413 if the form was larger after all
+        if getattr(exc, "code", None) == 413:
+            raise PayloadTooLarge() from None
+        raise
+    return token or request.args.get("token")

@@ -107,6 +107,11 @@ def too_many_attempts() -> str:
                  "Please wait a few minutes and try again.</p>")
 
 
+def too_large() -> str:
+    return _page("This request is too large",
+                 "<p>Nothing was changed. Open the link from your email and use its button.</p>")
+
+
 def server_error() -> str:
     return _page("Something went wrong",
                  "<p>Your session has not been changed. Please try again in a few minutes.</p>")

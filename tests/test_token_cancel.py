@@ -411,19 +411,54 @@ def test_repeated_wrong_links_from_one_address_are_refused_for_fifteen_minutes(
     valid = link(book_session()["id"])
 
     guesses = [token_cancel_api.request("GET", query=f"token=guess-{n}", address=guesser).status for n in range(10)]
-    refused = token_cancel_api.request("GET", query=valid, address=guesser)
-    refused_press = press_the_button(token_cancel_api, valid, address=guesser)
-    unaffected = token_cancel_api.request("GET", query=valid, address=bystander)
+    refused = token_cancel_api.request("GET", query="token=guess-10", address=guesser)
+    refused_press = token_cancel_api.post_form({"token": "guess-11"}, address=guesser)
+    unaffected = token_cancel_api.request("GET", query="token=guess-0", address=bystander)
 
     assert guesses == [404] * 10
     assert_page(refused, 429, "too many attempts")
     assert_page(refused_press, 429, "too many attempts")
-    assert_page(unaffected, 200, "confirm")
-    assert committed_db.execute("select count(*) as n from public.booking_cancellations").fetchone()["n"] == 0
+    assert_page(unaffected, 404, "invalid")
+    assert committed_db.execute("select count(*) as n from private.cancel_link_failures").fetchone()["n"] == 11, \
+        "refusals past the limit are not stored again"
 
     # Failures older than the window no longer count.
     committed_db.execute("update private.cancel_link_failures set failed_at = failed_at - interval '15 minutes 1 second'")
+    assert_page(token_cancel_api.request("GET", query="token=guess-12", address=guesser), 404, "invalid")
     assert_page(token_cancel_api.request("GET", query=valid, address=guesser), 200, "confirm")
+
+
+def test_a_validly_signed_link_is_honoured_however_many_wrong_links_its_address_sent(
+        token_cancel_api: FunctionClient, functions_env: FunctionsEnv, committed_db: psycopg.Connection,
+        client: Person, specialist: BookableSpecialist, book_session) -> None:
+    """One office or mobile network shares an address: others' bad links never lock a client out."""
+    shared_address = "203.0.113.70"
+    session = book_session()
+    valid = link(session["id"])
+    for n in range(12):
+        token_cancel_api.request("GET", query=f"token=guess-{n}", address=shared_address)
+
+    opened = token_cancel_api.request("GET", query=valid, address=shared_address)
+    pressed = press_the_button(token_cancel_api, valid, address=shared_address)
+
+    assert_page(opened, 200, "confirm")
+    assert_page(pressed, 200, "cancelled")
+    assert_cancelled_by_the_link(committed_db, functions_env.server, session["id"], client, specialist.calendar_id)
+
+
+@pytest.mark.parametrize("addresses, limited", [
+    ([f"2001:db8:1:2::{n:x}" for n in range(11)], True),  # rotating inside one /64
+    ([f"2001:db8:1:2:{n:x}::1" for n in range(11)], True),
+    ([f"2001:db8:1:{n:x}::1" for n in range(11)], False),  # eleven different /64s
+    ([f"::ffff:192.0.2.{n}" for n in range(11)], False),  # IPv4-mapped: counted as the IPv4 address
+], ids=["same /64, host part rotated", "same /64, interface id rotated", "different /64s", "ipv4-mapped"])
+def test_ipv6_callers_are_counted_by_their_slash_64(
+        addresses: list[str], limited: bool, token_cancel_api: FunctionClient, functions_env: FunctionsEnv) -> None:
+    statuses = [token_cancel_api.request("GET", query=f"token=guess-{n}", address=address).status
+                for n, address in enumerate(addresses)]
+
+    assert statuses[:10] == [404] * 10
+    assert statuses[10] == (429 if limited else 404)
 
 
 def test_nine_wrong_links_stay_under_the_limit_and_addresses_are_kept_only_hashed(
@@ -433,9 +468,10 @@ def test_nine_wrong_links_stay_under_the_limit_and_addresses_are_kept_only_hashe
 
     statuses = [token_cancel_api.request("GET", query=f"token=guess-{n}", address="203.0.113.8").status
                 for n in range(9)]
+    statuses.append(token_cancel_api.request("GET", query="token=guess-9", address="203.0.113.8").status)
     statuses.append(token_cancel_api.request("GET", query=valid, address="203.0.113.8").status)
 
-    assert statuses == [404] * 9 + [200]  # nine failures are under the limit
+    assert statuses == [404] * 10 + [200]  # ten failures are refused as invalid, not yet limited
     keys = committed_db.execute("select distinct client_key from private.cancel_link_failures").fetchall()
     assert len(keys) == 1 and "203.0.113.8" not in keys[0]["client_key"]  # addresses are kept only hashed
 
