@@ -1,9 +1,13 @@
-"""Who is calling: Supabase JWTs from `Authorization: Bearer <jwt>`, verified with PyJWT.
+"""Who is calling: Supabase JWTs from `Authorization: Bearer <jwt>`, verified with PyJWT,
+and, for the service, Supabase's secret API key in the `apikey` header.
 
 Keys, by the token's `alg` header, and nothing else:
 - HS256: the project's SUPABASE_JWT_SECRET (user tokens and the service key);
 - ES256 / RS256: the key with the token's `kid` in the JWKS at SUPABASE_JWKS_URL
   (user tokens only).
+Service callers (the scheduler) show either the legacy service-role JWT (HS256, as
+above) or a secret API key `sb_secret_…` (not a JWT) in the `apikey` header, compared
+in constant time with SUPABASE_SECRET_KEY. User tokens are always JWTs.
 The algorithm list given to PyJWT is always exactly the one the chosen key is meant
 for, so a public key can never be used as an HMAC secret (key confusion) and
 `alg: none` never verifies.
@@ -15,6 +19,7 @@ cannot write, through the `profile_lookup` the caller passes in; claims such as
 
 from __future__ import annotations
 
+import hmac
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -299,8 +304,35 @@ def authenticate_user(
     return Caller(user_id=user_id, role=role, claims=claims)  # type: ignore[arg-type]
 
 
+SECRET_KEY_PREFIX = "sb_secret_"
+PUBLISHABLE_KEY_PREFIX = "sb_publishable_"
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison (header text is Latin-1 from WSGI; any text is safe here)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def verify_secret_key(api_key: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Claims-like facts of a valid secret API key (`sb_secret_…`), or Unauthorized."""
+    settings = settings or get_settings()
+    if not settings.supabase_secret_key:
+        raise Unauthorized("Secret API keys are not accepted here (SUPABASE_SECRET_KEY is not set); "
+                           "use the service-role JWT")
+    if not _same_secret(api_key, settings.supabase_secret_key):
+        raise Unauthorized("The apikey is not this project's secret key")
+    return {"role": SERVICE_ROLE, "key": "secret"}
+
+
 def authenticate_service(
     headers: Mapping[str, str], settings: Settings | None = None
 ) -> ServiceCaller:
-    """The service caller (scheduler) behind the request, or Unauthorized."""
+    """The service caller (scheduler) behind the request, or Unauthorized: a secret API
+    key in `apikey`, or the legacy service-role JWT as `Authorization: Bearer`."""
+    api_key = (_header(headers, "apikey") or "").strip()
+    if api_key.startswith(SECRET_KEY_PREFIX):
+        return ServiceCaller(claims=verify_secret_key(api_key, settings))
+    authorization = (_header(headers, "Authorization") or "").strip()
+    if authorization.partition(" ")[2].strip().startswith((SECRET_KEY_PREFIX, PUBLISHABLE_KEY_PREFIX)):
+        raise Unauthorized("API keys (sb_…) go in the apikey header, never as a Bearer token")
     return ServiceCaller(claims=verify_service_token(bearer_token(headers), settings))

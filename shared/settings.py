@@ -45,6 +45,8 @@ class Settings:
 
     database_url: str | None = None
     supabase_jwt_secret: str | None = None
+    # Supabase's secret API key (sb_secret_…), accepted from the scheduler in the apikey header.
+    supabase_secret_key: str | None = None
     supabase_jwks_url: str | None = None
     # When set, user tokens must carry exactly this `iss` (e.g. https://<ref>.supabase.co/auth/v1).
     supabase_jwt_issuer: str | None = None
@@ -173,12 +175,21 @@ def _calendar_api_url(environ: Mapping[str, str]) -> str:
     return url
 
 
+def _secret_key(environ: Mapping[str, str]) -> str | None:
+    raw = _text(environ, "SUPABASE_SECRET_KEY")
+    if raw is not None and (not raw.startswith("sb_secret_") or len(raw) < 20):
+        # Never quote the value: it is a secret, and a near-miss is almost the real one.
+        raise SettingsError("SUPABASE_SECRET_KEY must be a Supabase secret key (sb_secret_…)")
+    return raw
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `environ` (default: os.environ), validating the optional ones."""
     env = os.environ if environ is None else environ
     return Settings(
         database_url=_text(env, "DATABASE_URL"),
         supabase_jwt_secret=_text(env, "SUPABASE_JWT_SECRET"),
+        supabase_secret_key=_secret_key(env),
         supabase_jwks_url=_text(env, "SUPABASE_JWKS_URL"),
         supabase_jwt_issuer=_text(env, "SUPABASE_JWT_ISSUER"),
         public_functions_url=_text(env, "PUBLIC_FUNCTIONS_URL"),

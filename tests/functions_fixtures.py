@@ -67,7 +67,8 @@ INTAKE_KEY_1 = "bfOTiYpJ3W7BsIjmmV3aCjMrc9Qm1RSJ3R0QF1D1xEg="
 INTAKE_KEYS = f"1:{INTAKE_KEY_1}"
 
 # Settings that must not leak in from the developer's shell.
-_UNSET = ("TRUSTED_PROXY_HOPS", "SUPABASE_JWKS_URL", "SUPABASE_JWT_ISSUER", "SENTRY_DSN", "GOOGLE_CALENDAR_DELEGATE")
+_UNSET = ("TRUSTED_PROXY_HOPS", "SUPABASE_JWKS_URL", "SUPABASE_SECRET_KEY", "SUPABASE_JWT_ISSUER", "SENTRY_DSN",
+          "GOOGLE_CALENDAR_DELEGATE")
 
 
 # -- tokens ------------------------------------------------------------------------

@@ -553,9 +553,12 @@ def test_token_cancel_documents_its_token_as_its_only_parameter(served_document)
 def test_user_and_service_functions_document_their_credentials(served_document):
     security = {path: item["post"]["security"] for path, item in served_document["paths"].items() if "post" in item}
     assert security == {"/booking-create": [{"userToken": []}], "/booking-cancel": [{"userToken": []}],
-                        "/calendar-sync": [{"serviceKey": []}], "/recurring-dispatcher": [{"serviceKey": []}],
+                        "/calendar-sync": [{"serviceKey": []}, {"secretKey": []}],
+                        "/recurring-dispatcher": [{"serviceKey": []}, {"secretKey": []}],
                         "/token-cancel": [], "/intake-form": [{"userToken": []}]}
     assert served_document["paths"]["/intake-form"]["get"]["security"] == [{"userToken": []}]
     schemes = served_document["components"]["securitySchemes"]
-    assert {name: (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) for name, scheme in schemes.items()} == {
-        "userToken": ("http", "bearer", "JWT"), "serviceKey": ("http", "bearer", "JWT")}
+    assert {name: (scheme["type"], scheme.get("scheme") or scheme.get("in"), scheme.get("bearerFormat") or scheme["name"])
+            for name, scheme in schemes.items()} == {
+        "userToken": ("http", "bearer", "JWT"), "serviceKey": ("http", "bearer", "JWT"),
+        "secretKey": ("apiKey", "header", "apikey")}

@@ -26,7 +26,7 @@ from shared.ops.demo import SPECIALIST_ID as DEMO_SPECIALIST_ID
 OPENAPI_VERSION = "3.1.0"
 LOCAL_SERVER = "http://127.0.0.1:8000/functions/v1"
 USER_SECURITY = [{"userToken": []}]
-SERVICE_SECURITY = [{"serviceKey": []}]
+SERVICE_SECURITY = [{"serviceKey": []}, {"secretKey": []}]
 
 # The document's introduction: what holds for every function.
 DESCRIPTION = f"""\
@@ -41,7 +41,8 @@ cannot be booked). The codes each operation can answer are listed with its respo
 **Authentication.** `Authorization: Bearer <JWT>`. User functions take a signed-in user's Supabase
 access token (HS256 with the project's JWT secret, or ES256/RS256 from the project's JWKS; `aud`
 must be `authenticated`; the caller's role comes from their profile, never from the token).
-Service functions take the project's service key (HS256, `role: service_role`), as pg_cron sends it.
+Service functions take the project's service key (HS256, `role: service_role`), as pg_cron sends it,
+or Supabase's secret API key in the `apikey` header (`sb_secret_…`, not a JWT; never as a Bearer token).
 
 **Requests.** JSON bodies must be sent as `application/json`, at most {MAX_BODY_BYTES} bytes, and hold
 exactly the documented fields: unknown fields are refused (`INVALID_REQUEST`), and a field sent as
@@ -450,6 +451,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                               "description": "a signed-in user's Supabase access token"},
                 "serviceKey": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                "description": "the project's service key (role service_role)"},
+                "secretKey": {"type": "apiKey", "in": "header", "name": "apikey",
+                              "description": "Supabase's secret API key (sb_secret_…), equal to SUPABASE_SECRET_KEY"},
             },
             "schemas": schemas,
         },
