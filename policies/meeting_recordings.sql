@@ -1,13 +1,15 @@
 /**
  * meeting_recordings: the parties of a session and admins read its recording's
  * metadata; only admins (post-processing) write it. Storage signed URLs govern
- * the file itself.
+ * the file itself. Nobody deletes a row through the API: an admin sets
+ * expires_at to now, and the service's expiry job removes the file, then the
+ * row (sql/0037_clinical_record_deletions.sql audits and guards every delete).
  */
 
 alter table public.meeting_recordings enable row level security;
 
 revoke all on table public.meeting_recordings from public, anon, authenticated;
-grant select, delete on table public.meeting_recordings to authenticated;
+grant select on table public.meeting_recordings to authenticated;
 grant insert (booking_id, recording_url, storage_path, duration_seconds, storage_size_bytes, file_format,
               is_encrypted, expires_at),
       update (recording_url, storage_path, duration_seconds, storage_size_bytes, file_format, is_encrypted,
@@ -35,7 +37,3 @@ create policy "Admins can update recordings"
   on public.meeting_recordings for update to authenticated
   using ((select private.is_admin()))
   with check ((select private.is_admin()));
-
-create policy "Admins can delete recordings"
-  on public.meeting_recordings for delete to authenticated
-  using ((select private.is_admin()));

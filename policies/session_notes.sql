@@ -1,7 +1,8 @@
 /**
  * session_notes: the specialist who wrote them reads and edits them (for 24
  * hours; a trigger freezes them after); the client reads notes on their own
- * sessions; admins read all and alone may delete. A specialist writes notes
+ * sessions; admins read all and alone may delete (every deletion is audited:
+ * sql/0037_clinical_record_deletions.sql). A specialist writes notes
  * only on their own sessions, in their own name.
  */
 

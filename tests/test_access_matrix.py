@@ -158,7 +158,7 @@ GRID = [
     ("meeting_recordings", "insert",
      DENIED, DENIED_BY_POLICY, DENIED_BY_POLICY, DENIED_BY_POLICY, DENIED_BY_POLICY, ALLOWED),
     ("meeting_recordings", "update", DENIED, NONE, NONE, NONE, NONE, ALLOWED),
-    ("meeting_recordings", "delete", DENIED, NONE, NONE, NONE, NONE, ALLOWED),
+    ("meeting_recordings", "delete", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),  # expiry, not delete
 
     ("audit_log", "select", DENIED, NONE, NONE, NONE, NONE, ALL),
     ("audit_log", "insert", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
