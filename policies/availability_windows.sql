@@ -22,12 +22,12 @@ create policy "Specialists can add their own availability windows"
 
 create policy "Specialists can update their own availability windows"
   on public.availability_windows for update to authenticated
-  using (specialist_id = (select auth.uid()))
-  with check (specialist_id = (select auth.uid()));
+  using (specialist_id = (select auth.uid()) and (select private.is_specialist()))
+  with check (specialist_id = (select auth.uid()) and (select private.is_specialist()));
 
 create policy "Specialists can delete their own availability windows"
   on public.availability_windows for delete to authenticated
-  using (specialist_id = (select auth.uid()));
+  using (specialist_id = (select auth.uid()) and (select private.is_specialist()));
 
 create policy "Admins can add availability windows"
   on public.availability_windows for insert to authenticated

@@ -33,3 +33,8 @@ create policy "Session parties can cancel their own sessions"
 create policy "Admins can cancel any session"
   on public.booking_cancellations for insert to authenticated
   with check (cancelled_by = (select auth.uid()) and (select private.is_admin()));
+
+-- Anonymous sign-ins are nobody in particular: they never act as a person (sql/0038_access_hardening.sql).
+create policy "Anonymous sign-ins cannot cancel sessions"
+  on public.booking_cancellations as restrictive for insert to authenticated
+  with check (not (select private.is_anonymous_sign_in()));

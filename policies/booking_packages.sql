@@ -36,12 +36,12 @@ create policy "Specialists can add their own packages"
 
 create policy "Specialists can update their own packages"
   on public.booking_packages for update to authenticated
-  using (specialist_id = (select auth.uid()))
-  with check (specialist_id = (select auth.uid()));
+  using (specialist_id = (select auth.uid()) and (select private.is_specialist()))
+  with check (specialist_id = (select auth.uid()) and (select private.is_specialist()));
 
 create policy "Specialists can delete their own packages"
   on public.booking_packages for delete to authenticated
-  using (specialist_id = (select auth.uid()));
+  using (specialist_id = (select auth.uid()) and (select private.is_specialist()));
 
 create policy "Admins can add packages"
   on public.booking_packages for insert to authenticated

@@ -34,3 +34,9 @@ create policy "Admins can update every profile"
 -- The read models built on profiles (sql/0010_access_helpers.sql).
 revoke all on table public.specialist_directory from public, anon, authenticated;
 grant select on table public.specialist_directory to anon, authenticated, service_role;
+
+-- Anonymous sign-ins are nobody in particular: they never act as a person (sql/0038_access_hardening.sql).
+create policy "Anonymous sign-ins cannot update profiles"
+  on public.profiles as restrictive for update to authenticated
+  using (not (select private.is_anonymous_sign_in()))
+  with check (not (select private.is_anonymous_sign_in()));

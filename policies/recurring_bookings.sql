@@ -59,3 +59,17 @@ create policy "Admins can update every recurring booking"
 create policy "Admins can delete every recurring booking"
   on public.recurring_bookings for delete to authenticated
   using ((select private.is_admin()));
+
+-- Anonymous sign-ins are nobody in particular: they never act as a person (sql/0038_access_hardening.sql).
+create policy "Anonymous sign-ins cannot create recurring bookings"
+  on public.recurring_bookings as restrictive for insert to authenticated
+  with check (not (select private.is_anonymous_sign_in()));
+
+create policy "Anonymous sign-ins cannot update recurring bookings"
+  on public.recurring_bookings as restrictive for update to authenticated
+  using (not (select private.is_anonymous_sign_in()))
+  with check (not (select private.is_anonymous_sign_in()));
+
+create policy "Anonymous sign-ins cannot delete recurring bookings"
+  on public.recurring_bookings as restrictive for delete to authenticated
+  using (not (select private.is_anonymous_sign_in()));

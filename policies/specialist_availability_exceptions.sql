@@ -25,12 +25,12 @@ create policy "Specialists can add their own exceptions"
 
 create policy "Specialists can update their own exceptions"
   on public.specialist_availability_exceptions for update to authenticated
-  using (specialist_id = (select auth.uid()))
-  with check (specialist_id = (select auth.uid()));
+  using (specialist_id = (select auth.uid()) and (select private.is_specialist()))
+  with check (specialist_id = (select auth.uid()) and (select private.is_specialist()));
 
 create policy "Specialists can delete their own exceptions"
   on public.specialist_availability_exceptions for delete to authenticated
-  using (specialist_id = (select auth.uid()));
+  using (specialist_id = (select auth.uid()) and (select private.is_specialist()));
 
 create policy "Admins can add exceptions"
   on public.specialist_availability_exceptions for insert to authenticated

@@ -22,12 +22,12 @@ create policy "Specialists can add their own rates"
 
 create policy "Specialists can update their own rates"
   on public.specialist_rates for update to authenticated
-  using (specialist_id = (select auth.uid()))
-  with check (specialist_id = (select auth.uid()));
+  using (specialist_id = (select auth.uid()) and (select private.is_specialist()))
+  with check (specialist_id = (select auth.uid()) and (select private.is_specialist()));
 
 create policy "Specialists can delete their own rates"
   on public.specialist_rates for delete to authenticated
-  using (specialist_id = (select auth.uid()));
+  using (specialist_id = (select auth.uid()) and (select private.is_specialist()));
 
 create policy "Admins can add rates"
   on public.specialist_rates for insert to authenticated

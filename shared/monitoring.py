@@ -3,8 +3,9 @@
 Unexpected errors and server-side failures (5xx: calendar down, database
 trouble) are captured as events tagged with the function, the session id and
 the error code. A caller's mistake (4xx) is only a breadcrumb: it is not an
-error of ours. No personal data leaves: ``send_default_pii`` is off and every
-event is scrubbed of request bodies, headers, cookies, user data and local
+error of ours. No personal data leaves: ``data_collection`` (the SDK's current
+option; ``send_default_pii`` is deprecated) collects no user, cookies, headers,
+bodies, query strings or frame variables, and every event is scrubbed of request bodies, headers, cookies, user data and local
 variables, and email addresses and JWTs are masked in whatever text remains,
 before it is sent.
 """
@@ -33,6 +34,20 @@ _initialized = False
 # messages and breadcrumbs quote URLs and upstream answers.
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", re.IGNORECASE)
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+# What integrations may collect on their own: nothing personal (the scrubber below still runs).
+DATA_COLLECTION: dict[str, Any] = {
+    "user_info": False,
+    "cookies": {"mode": "off"},
+    "http_headers": {"request": {"mode": "off"}},
+    "http_bodies": [],
+    "url_query_params": {"mode": "off"},
+    "stack_frame_variables": False,
+    "database_query_data": False,
+    "gen_ai": {"inputs": False, "outputs": False},
+    "graphql": {"document": False, "variables": False},
+}
 
 
 def _redact(value: Any) -> Any:
@@ -78,7 +93,7 @@ def init(**options: Any) -> bool:
                 # Log records are breadcrumbs only: events come from record_error and
                 # report_message, tagged, and once each (a logged error would be a second event).
                 integrations=[FlaskIntegration(), LoggingIntegration(level=logging.INFO, event_level=None)],
-                send_default_pii=False,
+                data_collection=DATA_COLLECTION,
                 include_local_variables=False,
                 max_request_body_size="never",
                 traces_sample_rate=0,

@@ -11,6 +11,7 @@ transport: functions run through functions-framework's app in this process.
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -354,8 +355,28 @@ def test_sentry_is_off_without_a_dsn_and_on_with_one(functions_env: FunctionsEnv
         functions_env.set(SENTRY_DSN="https://0123456789abcdef@sentry.example.test/42")
         assert monitoring.init() is True
         assert sentry_sdk.get_client().is_active()
-        assert not sentry_sdk.get_client().options["send_default_pii"]
+        assert not sentry_sdk.get_client().should_send_default_pii()
+        assert sentry_sdk.get_client().options["data_collection"]["user_info"] is False
     finally:
         sentry_sdk.get_client().close(timeout=0)
         sentry_sdk.get_global_scope().set_client(None)
         monitoring.reset()
+
+
+def test_sentry_starts_without_deprecation_warnings(functions_env: FunctionsEnv) -> None:
+    """The installed sentry-sdk deprecates send_default_pii: the data_collection option says the same."""
+    monitoring.reset()
+    functions_env.set(SENTRY_DSN="https://0123456789abcdef@sentry.example.test/42")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert monitoring.init() is True
+        collection = sentry_sdk.get_client().options["data_collection"]
+    finally:
+        sentry_sdk.get_client().close(timeout=0)
+        sentry_sdk.get_global_scope().set_client(None)
+        monitoring.reset()
+
+    assert [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)] == []
+    assert (collection["user_info"], collection["http_bodies"], collection["stack_frame_variables"]) == (False, [], False)
+    assert collection["http_headers"]["request"]["mode"] == "off"
