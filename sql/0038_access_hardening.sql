@@ -3,9 +3,10 @@
  *
  * Supabase's anonymous sign-ins hold real `authenticated` tokens (claim
  * `is_anonymous: true`) and get a profile like anyone. Wherever a person's
- * identity matters (cancelling, recurring bookings, profiles, clinical
- * records), restrictive policies in policies/ refuse them with the helper
- * below; the functions refuse them too (shared/auth.py).
+ * identity matters (cancelling, recurring bookings, profile edits; an
+ * anonymous sign-in is a client, so it writes no clinical records or
+ * specialist data anyway), restrictive policies in policies/ refuse them with
+ * the helper below; the functions refuse them too (shared/auth.py).
  *
  * Specialists' own hours, rates, exceptions and packages are written only while
  * the writer's profile still says specialist: the policies check the current
