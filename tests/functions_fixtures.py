@@ -24,6 +24,7 @@ conftest's ``pytest_plugins``).
 from __future__ import annotations
 
 import http.client
+import socket
 import json
 import os
 import subprocess
@@ -266,6 +267,39 @@ class ServedClient(FunctionClient):
             return Answer(response.status, dict(response.getheaders()), response.read())
         finally:
             connection.close()
+
+
+def post_streamed(url: str, headers: Mapping[str, str], chunks: Iterable[bytes], *, chunked: bool = True) -> Answer:
+    """POSTs a body (chunked, or with its Content-Length) while reading the answer, as browsers
+    do: a server may answer (413) and stop reading before the body is all sent, and the answer
+    must still be seen."""
+    parts = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=60)
+    chunks = list(chunks) if not chunked else chunks
+    framing = ("Transfer-Encoding: chunked" if chunked
+               else f"Content-Length: {sum(len(chunk) for chunk in chunks)}")  # type: ignore[arg-type]
+    head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{framing}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n")
+
+    def send() -> None:
+        try:
+            sock.sendall(head.encode("latin-1"))
+            for chunk in chunks:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server answered and stopped reading: the answer is what counts
+
+    sender = threading.Thread(target=send, name="post-streamed", daemon=True)
+    sender.start()
+    try:
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return Answer(response.status, dict(response.getheaders()), response.read())
+    finally:
+        sock.close()
+        sender.join(60)
 
 
 def fetch(url: str, method: str = "GET", **options: Any) -> Answer:

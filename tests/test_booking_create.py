@@ -6,7 +6,6 @@ the local Calendar API server and the functions' own pooled database connections
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
 import subprocess
@@ -26,8 +25,8 @@ from shared import calendar_sync
 from shared.links import session_id_from_token
 from tests.calendar_server import FakeCalendarServer
 from tests.functions_fixtures import (
-    REPO_ROOT, Answer, BookableSpecialist, FunctionClient, FunctionsEnv, ServedClient, Window, bearer, user_token,
-    weekly,
+    REPO_ROOT, Answer, BookableSpecialist, FunctionClient, FunctionsEnv, ServedClient, Window, bearer, post_streamed,
+    user_token, weekly,
 )
 from tests.support import MISSING, Person, body_with, create_person
 
@@ -665,16 +664,10 @@ def test_a_1_mb_chunked_body_without_a_length_is_refused(
         served_functions, functions_env: FunctionsEnv, committed_db: psycopg.Connection, client: Person) -> None:
     """No Content-Length to refuse it by: the body itself is measured (served process only:
     Werkzeug's test client always sends a length)."""
-    url = urlsplit(f"{served_functions.base_url}/booking-create")
     before = footprint(committed_db, functions_env.server)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    try:
-        connection.request("POST", url.path, body=iter([b'{"special_requests": "', b"x" * 1_000_000, b'"}']),
-                           headers={**JSON, **bearer(client)}, encode_chunked=True)
-        response = connection.getresponse()
-        answer = Answer(response.status, dict(response.getheaders()), response.read())
-    finally:
-        connection.close()
+
+    answer = post_streamed(f"{served_functions.base_url}/booking-create", {**JSON, **bearer(client)},
+                           [b'{"special_requests": "', b"x" * 1_000_000, b'"}'])
 
     assert_error(answer, 413, "PAYLOAD_TOO_LARGE")
     assert footprint(committed_db, functions_env.server) == before

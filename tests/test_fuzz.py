@@ -61,7 +61,7 @@ from shared.links import cancellation_token
 from shared.ops.intake_openapi import EXAMPLE_INTAKE
 from shared.settings import reset_settings
 from tests.conftest import APP_TABLES, FIXTURE_OPTIONS
-from tests.functions_fixtures import ServedClient, service_token, user_token
+from tests.functions_fixtures import ServedClient, post_streamed, service_token, user_token
 from tests.support import create_person
 
 MAX_EXAMPLES = 100  # per operation, generation mode and phase: bounds the run to well under two minutes
@@ -364,19 +364,17 @@ BODY_FIELDS = {"/booking-create": ("specialist_id", "starts_at", "duration_minut
 
 def _send(base_url: str, path: str, headers: dict[str, str], body: bytes | None, *, chunked: bool = False,
           method: str = "POST", query: str = "") -> int:
+    if method == "POST" and body is not None and len(body) > 1024:
+        # Read the answer while sending: a 413 comes before the body is all sent.
+        return post_streamed(base_url + path, headers, [body[i:i + 65536] for i in range(0, len(body), 65536)],
+                             chunked=chunked).status
     url = urllib.parse.urlsplit(base_url + path)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     try:
-        if chunked and body is not None:
-            chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
-            connection.request(method, url.path + query, body=iter(chunks), headers=headers, encode_chunked=True)
-        else:
-            connection.request(method, url.path + query, body=body, headers=headers)
+        connection.request(method, url.path + query, body=body, headers=headers)
         response = connection.getresponse()
         response.read()
         return response.status
-    except (ConnectionResetError, BrokenPipeError):
-        return 413  # the server answered 413 and closed while the rest was still being sent
     finally:
         connection.close()
 
