@@ -44,7 +44,6 @@ def json_object(request) -> dict[str, Any]:
         raise InvalidRequest("The request body holds a number too long to read (over 4300 digits)") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
-    _refuse_lone_surrogates(body)
     return body
 
 
@@ -96,15 +95,6 @@ def settle_body(request) -> None:
         request.get_data(cache=True)
     except RequestEntityTooLarge:
         request._cached_data = b""  # what get_data returns from now on
-
-
-def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
-    """JSON may escape half a UTF-16 pair (\\ud800); such text cannot be stored or sent on."""
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest("The request body holds a lone UTF-16 surrogate (\\ud800–\\udfff), "
-                             "which is not a character") from None
 
 
 def fields(body: Mapping[str, Any], required: Mapping[str, Parser], optional: Mapping[str, Parser]) -> dict:
@@ -183,9 +173,6 @@ def a_text(max_length: int, *, required_content: bool = False) -> Parser:
         if not isinstance(value, str):
             raise InvalidRequest(f"Field {name!r} must be text, got {_show(value)}", details={"field": name})
         text = value.strip()
-        if not text.isascii() and any("\ud800" <= ch <= "\udfff" for ch in text):
-            raise InvalidRequest(f"Field {name!r} holds a lone UTF-16 surrogate, which is not a character",
-                                 details={"field": name})
         if "\x00" in text:  # PostgreSQL text cannot hold NUL
             raise InvalidRequest(f"Field {name!r} must not contain NUL characters", details={"field": name})
         if not text.isascii():

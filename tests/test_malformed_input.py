@@ -80,10 +80,10 @@ BOOKING_BODIES = {
                      "The request body holds a number too long to read (over 4300 digits)"),
     "lone surrogate in a text field": (
         '{"specialist_id": "%s", "starts_at": "2030-01-01T10:00:00+00:00", "special_requests": "a\\ud800b"}',
-        "The request body holds a lone UTF-16 surrogate (\\ud800–\\udfff), which is not a character"),
+        "Field 'special_requests' is not valid Unicode text"),
     "lone low surrogate as a field name": (
         '{"specialist_id": "%s", "starts_at": "2030-01-01T10:00:00+00:00", "\\udfff": 1}',
-        "The request body holds a lone UTF-16 surrogate (\\ud800–\\udfff), which is not a character"),
+        "Unknown field '\\udfff'"),
 }
 
 
@@ -96,7 +96,7 @@ def test_a_malformed_booking_body_is_a_400_without_a_sentry_event(
 
     answer = api.booking_create.request("POST", body=template % uuid.uuid4(), headers={**JSON, **bearer(client)})
 
-    assert (answer.status, answer.json()) == (400, {"success": False, "error": "INVALID_REQUEST", "message": message})
+    assert (answer.status, answer.json()["error"], answer.json()["message"]) == (400, "INVALID_REQUEST", message)
     assert sentry.events == []
     assert committed_db.execute("select count(*) as n from public.sessions").fetchone()["n"] == 0
 
