@@ -66,6 +66,10 @@ class Settings:
     intake_encryption_keys: str | None = None
     # Where the local server forwards /rest/v1 (PostgREST); `therapy-db up` sets it. Unset = no /rest/v1.
     postgrest_url: str | None = None
+    # smtp://user:pass@host:587 (STARTTLS) or smtps://user:pass@host:465 (TLS); None = email off.
+    smtp_url: str | None = None
+    # The From of every email, e.g. "Therapy Practice <bookings@example.com>"; None = email off.
+    email_from: str | None = None
 
     def require(self, name: str) -> Any:
         """Return setting `name` (a field name), or raise if it is not set."""
@@ -203,6 +207,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         trusted_proxy_hops=_integer(env, "TRUSTED_PROXY_HOPS", 0),
         intake_encryption_keys=_text(env, "INTAKE_ENCRYPTION_KEYS"),
         postgrest_url=_text(env, "POSTGREST_URL"),
+        smtp_url=_text(env, "SMTP_URL"),
+        email_from=_text(env, "EMAIL_FROM"),
     )
 
 

@@ -122,7 +122,7 @@ def _clear_caches() -> None:
 def _clear_private_state(database_url: str) -> None:
     """Tables committed_db does not empty: link-failure counts and the calendar deletion queue."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("truncate private.cancel_link_failures, private.calendar_deletions")
+        conn.execute("truncate private.cancel_link_failures, private.calendar_deletions, private.email_outbox")
 
 
 @pytest.fixture(scope="session")
