@@ -46,7 +46,8 @@ def load_deploy(path: Path = REPO_ROOT / "deploy.yaml") -> list[FunctionSpec]:
 
 def health() -> tuple[dict, int]:
     """The database and calendar state, for people and probes."""
-    from shared import calendar, db
+    from shared import calendar, db, notifications
+    from shared.notifications import outbox as notification_outbox
 
     report: dict = {"calendar": "enabled" if calendar.get_gateway().enabled else "disabled"}
     status = 200
@@ -65,7 +66,13 @@ def health() -> tuple[dict, int]:
                     "select count(*) as failures from private.scheduled_call_results "
                     "where failed and created > now() - interval '1 day'"
                 ).fetchone()["failures"]
+            email = notification_outbox.stats(conn)
         report["database"] = "ok"
+        # Email: off until SMTP_URL and EMAIL_FROM are set; the backlog waits in the outbox meanwhile.
+        report["email"] = "enabled" if notifications.email_enabled() else "disabled"
+        report["email_backlog"] = email["backlog"]
+        report["email_oldest_unsent_at"] = email["oldest_unsent_at"]
+        report["email_refused_7d"] = email["refused_7d"]
         report["calendar_deletions_pending"] = pending["pending"]
         report["calendar_deletions_stuck"] = pending["stuck"]
         if pending["stuck"]:
