@@ -142,6 +142,8 @@ MISTAKES = [
      ["deploy.yaml: function booking-create: CANCELLATION_LINK_SECRET holds a secret; list it under secrets: so "
       "that it comes from Secret Manager",
       "deploy.yaml: function token-cancel: CANCELLATION_LINK_SECRET holds a secret; list it under secrets: so "
+      "that it comes from Secret Manager",
+      "deploy.yaml: function notifications: CANCELLATION_LINK_SECRET holds a secret; list it under secrets: so "
       "that it comes from Secret Manager"]),
     ("unknown setting under secrets", _set(["secrets", "JWT_SECRET"], "jwt"),
      [f"deploy.yaml: secrets: unknown setting 'JWT_SECRET' {UNKNOWN_SETTING}"]),
@@ -566,6 +568,11 @@ PROBES: dict[str, list[Probe]] = {
         Probe("GET", f"/?booking_id={uuid.uuid4()}", None, {}, 401, '"error":"UNAUTHORIZED"'),
         Probe("POST", "/", *_json({}, Authorization=UNKNOWN_USER), 401, "No profile for this user"),
     ],
+    "notifications": [
+        Probe("POST", "/", b"", {}, 401, '"error":"UNAUTHORIZED"'),
+        # No SMTP_URL in the bundle's environment: email is off, and says so.
+        Probe("POST", "/", b"", {"Authorization": SERVICE_KEY}, 200, '"email":"off"'),
+    ],
     "token-cancel": [
         Probe("GET", "/", None, {}, 404, "This cancellation link is not valid"),
         Probe("GET", "/?token=forged.token", None, {}, 404, "This cancellation link is not valid"),
@@ -625,3 +632,11 @@ def test_function_serves_from_the_repository_root(name: str, database_url: str, 
     with serving(executable, REPO_ROOT, f"{spec.source}/main.py", spec.entry_point,
                  _serving_environment(database_url), tmp_path / "server.log") as port:
         _assert_answers(port, name)
+
+
+def test_the_notifications_bundle_carries_its_email_templates(bundles: dict[str, Path]):
+    shipped = REPO_ROOT / "shared/notifications/templates"
+    bundled = bundles["notifications"] / "shared/notifications/templates"
+    assert sorted(p.name for p in bundled.iterdir()) == sorted(p.name for p in shipped.iterdir())
+    assert all((bundled / p.name).read_bytes() == p.read_bytes() for p in shipped.iterdir())
+    assert not (bundles["booking-create"] / "shared/notifications").exists()

@@ -71,7 +71,7 @@ WATCHED_TABLES = ("sessions", "booking_cancellations", "audit_log", "recurring_b
 USER_PATHS = ["/booking-create", "/booking-cancel", "/intake-form"]
 # The one GET that writes: a successful read of an intake form is audited (one audit_log row).
 AUDITED_READS = {"/intake-form"}
-SERVICE_PATHS = ["/calendar-sync", "/recurring-dispatcher"]
+SERVICE_PATHS = ["/calendar-sync", "/recurring-dispatcher", "/notifications"]
 # The functions refuse some schema-valid values for rules JSON Schema cannot state
 # (years 1900–2999, leap seconds, 15.0 for a whole number); the document says so in
 # words, so a 400 for "valid" data is not a finding. Invalid data must still be refused.

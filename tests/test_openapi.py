@@ -302,6 +302,16 @@ SCENARIOS = {
     "retrying deletions with no database configured": Scenario(
         "/calendar-sync", "post", 500, "INTERNAL_ERROR",
         _post("calendar-sync", {}, headers=_as_service, via=_unconfigured_database("calendar-sync"))),
+    # notifications
+    "the scheduler sending emails": Scenario("/notifications", "post", 200, "success",
+                                             _post("notifications", {}, headers=_as_service)),
+    "sending emails as a user": Scenario("/notifications", "post", 401, "UNAUTHORIZED",
+                                         _post("notifications", {}, headers=_as_client)),
+    "sending emails with no database configured": Scenario(
+        "/notifications", "post", 500, "INTERNAL_ERROR",
+        _post("notifications", {}, headers=_as_service,
+              via=lambda scene: scene.app("notifications", DATABASE_URL=None, SMTP_URL="smtp://127.0.0.1:9",
+                                          EMAIL_FROM="bookings@example.test"))),
     # recurring-dispatcher
     "the scheduler dispatching": Scenario("/recurring-dispatcher", "post", 200, "success",
                                           _post("recurring-dispatcher", {"dry_run": True}, headers=_as_service)),
@@ -458,7 +468,8 @@ def _body_schema(document: dict[str, Any], path: str, method: str) -> tuple[dict
 
 
 CREDENTIALS = {"/booking-create": _as_client, "/booking-cancel": _as_client,
-               "/recurring-dispatcher": _as_service, "/calendar-sync": _as_service, "/intake-form": _as_client}
+               "/recurring-dispatcher": _as_service, "/calendar-sync": _as_service, "/intake-form": _as_client,
+               "/notifications": _as_service}
 
 
 def _send(scene: Scene, path: str, body: dict[str, Any]) -> Answer:
@@ -555,7 +566,8 @@ def test_user_and_service_functions_document_their_credentials(served_document):
     assert security == {"/booking-create": [{"userToken": []}], "/booking-cancel": [{"userToken": []}],
                         "/calendar-sync": [{"serviceKey": []}, {"secretKey": []}],
                         "/recurring-dispatcher": [{"serviceKey": []}, {"secretKey": []}],
-                        "/token-cancel": [], "/intake-form": [{"userToken": []}]}
+                        "/token-cancel": [], "/intake-form": [{"userToken": []}],
+                        "/notifications": [{"serviceKey": []}, {"secretKey": []}]}
     assert served_document["paths"]["/intake-form"]["get"]["security"] == [{"userToken": []}]
     schemes = served_document["components"]["securitySchemes"]
     assert {name: (scheme["type"], scheme.get("scheme") or scheme.get("in"), scheme.get("bearerFormat") or scheme["name"])

@@ -67,6 +67,7 @@ BUILT_IN_DEFAULTS: dict[str, Any] = {
 # Settings whose value is a credential: deploy.yaml must take them from Secret Manager.
 SECRET_SETTINGS = frozenset({
     "DATABASE_URL", "SUPABASE_JWT_SECRET", "CANCELLATION_LINK_SECRET", "GOOGLE_SERVICE_ACCOUNT_JSON",
+    "SMTP_URL",  # carries the SMTP password
 })
 # Settings a function cannot work without (README's configuration table).
 REQUIRED_SETTINGS = frozenset({
@@ -478,6 +479,10 @@ def build_bundle(spec: FunctionSpec, out_dir: Path, *, requirements: str, root: 
         target = bundle / module
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / module, target)
+        # Files a package reads at run time (the email templates) travel with it.
+        templates = (root / module).parent / "templates"
+        if module.name == "__init__.py" and templates.is_dir():
+            shutil.copytree(templates, target.parent / "templates", dirs_exist_ok=True)
     (bundle / "requirements.txt").write_text(requirements, encoding="utf-8")
     # gcloud uploads the whole folder; the marker stays out of the upload.
     (bundle / ".gcloudignore").write_text(f"{BUNDLE_MARKER}\n.gcloudignore\n__pycache__/\n", encoding="utf-8")

@@ -225,6 +225,24 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                   "description": "events still failing to be created; retried next run"},
             },
         },
+        "NotificationsReport": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["success", "email", "reminders_queued", "sent", "retrying", "failed", "skipped"],
+            "properties": {
+                "success": {"const": True},
+                "email": {"enum": ["on", "off"],
+                          "description": "off: SMTP_URL or EMAIL_FROM is not set; nothing is queued or sent"},
+                "reminders_queued": {"type": "integer", "minimum": 0, "description": "reminders that fell due"},
+                "sent": {"type": "integer", "minimum": 0, "description": "emails the SMTP server accepted"},
+                "retrying": {"type": "integer", "minimum": 0,
+                             "description": "emails deferred (4xx) or not sent (server unavailable); retried with backoff"},
+                "failed": {"type": "integer", "minimum": 0,
+                           "description": "emails refused for good (5xx, or no address); never retried"},
+                "skipped": {"type": "integer", "minimum": 0,
+                            "description": "emails no longer true (session cancelled, moved or started)"},
+            },
+        },
         "DispatchRequest": {
             "type": "object",
             "additionalProperties": False,
@@ -371,6 +389,18 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                           **_errors(UNAUTHORIZED_SERVICE, INTERNAL)},
         },
     }
+    notifications = {
+        "post": {
+            "operationId": "sendNotifications",
+            "summary": "Sends the queued emails (service; pg_cron, every minute)",
+            "description": "Queues the reminders that fell due, then sends every due message of the outbox "
+                           "(confirmations, moves, cancellations, reminders) over SMTP and records each outcome. "
+                           "Concurrent runs take different messages. The request body is ignored.",
+            "security": SERVICE_SECURITY,
+            "responses": {**_ok("What was sent", "NotificationsReport"),
+                          **_errors(UNAUTHORIZED_SERVICE, INTERNAL)},
+        },
+    }
     recurring_dispatcher = {
         "post": {
             "operationId": "recurringDispatch",
@@ -444,6 +474,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 unauthorized=UNAUTHORIZED_USER, too_large=TOO_LARGE, not_json=NOT_JSON, internal=INTERNAL),
             "/health": health,
             "/openapi.json": openapi_document,
+            "/notifications": notifications,
         },
         "components": {
             "securitySchemes": {
