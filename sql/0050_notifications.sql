@@ -84,11 +84,12 @@ grant select, insert, update on table private.email_outbox to service_role;
 
 /**
  * A user's choices about reminders (confirmations and cancellation notices are
- * always sent). No row means every reminder.
+ * always sent). Every user has one row, made with their profile; they change it
+ * (PostgREST: update where user_id = me) and never need to create it.
  */
 create table public.notification_preferences (
   id uuid primary key default gen_random_uuid(),
-  user_id uuid not null default auth.uid() references auth.users (id) on delete cascade
+  user_id uuid not null references auth.users (id) on delete cascade
     constraint notification_preferences_user_id_key unique,
   reminders_enabled boolean not null default true, -- false: no reminders at all
   -- Reminders switched off by kind: the offsets in minutes (1440 = the 24-hour one).
@@ -220,6 +221,25 @@ end
 $$;
 grant execute on function private.queue_due_reminders() to service_role;
 
+/** Statement-level: every new profile gets its preferences row (all reminders on). */
+create or replace function private.create_notification_preferences() returns trigger
+  language plpgsql
+  security definer
+  set search_path = ''
+  as $$
+begin
+  insert into public.notification_preferences (user_id)
+  select n.id from new_profiles n
+  on conflict (user_id) do nothing;
+  return null;
+end
+$$;
+grant execute on function private.create_notification_preferences() to service_role;
+
+insert into public.notification_preferences (user_id)
+select p.id from public.profiles p
+on conflict (user_id) do nothing;
+
 -- ============================================================================
 -- Triggers (names of their own: other migrations add their own sessions triggers)
 -- ============================================================================
@@ -239,6 +259,11 @@ create trigger sessions_stamp_start_set_at
   before update of starts_at on public.sessions
   for each row when (new.starts_at is distinct from old.starts_at)
   execute function private.stamp_start_set_at();
+
+create trigger profiles_create_notification_preferences
+  after insert on public.profiles
+  referencing new table as new_profiles
+  for each statement execute function private.create_notification_preferences();
 
 create trigger notification_preferences_set_updated_at before update on public.notification_preferences
   for each row execute function private.set_updated_at();

@@ -120,6 +120,10 @@ def world(db, anon, client_a, client_b, specialist_s, specialist_t, admin, make_
         w.label(f"history_{key}", *(r["id"] for r in db.execute(
             "select id from public.booking_status_history where session_id = any(%s)", [session_ids])))
 
+    for name, person in people.items():
+        if name != "anon":
+            w.label(f"preferences_{name}", db.execute(
+                "select id from public.notification_preferences where user_id = %s", [person.id]).fetchone()["id"])
     w.label("audit_manual", insert_row(
         db, "audit_log", action="recurring_dispatch", entity_type="recurring_booking",
         entity_id=w.id("recurring_as"), new_values=json.dumps({"created": 1}))["id"])

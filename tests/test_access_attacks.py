@@ -475,7 +475,7 @@ def test_note_insert_trigger_ignores_a_forged_created_at_even_where_granted(db, 
 ANON_CLOSED = ["profiles", "specialist_rates", "availability_windows", "specialist_availability_exceptions",
                "recurring_bookings", "sessions", "booking_status_history", "booking_cancellations",
                "session_notes", "meeting_recordings", "audit_log", "specialist_time_off", "upcoming_sessions",
-               "sessions_needing_attention", "intake_forms", "session_list"]
+               "sessions_needing_attention", "intake_forms", "session_list", "notification_preferences"]
 
 
 @pytest.mark.parametrize("table", ANON_CLOSED)

@@ -171,6 +171,12 @@ GRID = [
     ("intake_forms", "insert", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
     ("intake_forms", "update", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
     ("intake_forms", "delete", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
+    # notification_preferences: one row per user, made with the profile; each user reads and changes theirs
+    ("notification_preferences", "select", DENIED, OWN("preferences_client_a"), OWN("preferences_client_b"),
+     OWN("preferences_specialist_s"), OWN("preferences_specialist_t"), OWN("preferences_admin")),
+    ("notification_preferences", "insert", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
+    ("notification_preferences", "update", DENIED, ALLOWED, NONE, NONE, NONE, NONE),  # A's preferences
+    ("notification_preferences", "delete", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
 
     # read models (views)
     ("specialist_directory", "select", ALL, ALL, ALL, ALL, ALL, ALL),
@@ -270,6 +276,7 @@ def insert_values(table: str, w: World, caller: str) -> dict:
             "booking_id": w.id("session_as_upcoming"), "client_id": own_id(w, caller, "client_a"),
             "consent_treatment": True, "consent_confidentiality": True, "consent_data_processing": True,
             "key_version": 1, "nonce": bytes(12), "ciphertext": bytes(32)},
+        "notification_preferences": lambda: {"user_id": own_id(w, caller, "client_a"), "reminders_enabled": False},
         "specialist_directory": lambda: {"full_name": "New Specialist", "timezone": "UTC"},
         "specialist_time_off": lambda: {
             "specialist_id": own_id(w, caller, "specialist_s"), "exception_date": TODAY + timedelta(days=21)},
@@ -300,6 +307,7 @@ WRITE_TARGETS = {
     "meeting_recordings": (lambda w: w.id("recording_as"), "duration_seconds", 999),
     "audit_log": (lambda w: w.id("audit_manual"), "status", "failure"),
     "intake_forms": (lambda w: w.id("intake_as"), "revision", 2),
+    "notification_preferences": (lambda w: w.id("preferences_client_a"), "reminders_enabled", False),
     "specialist_directory": (lambda w: w.id("specialist_s"), "full_name", "Renamed"),
     "specialist_time_off": (lambda w: w.id("exception_s"), "is_available", True),
     "upcoming_sessions": (lambda w: w.id("session_as_upcoming"), "status", "cancelled"),

@@ -321,7 +321,8 @@ def test_a_client_who_switched_off_the_15_minute_reminder_gets_confirmations_but
         mail_env: MailEnv, notifications_app, committed_db: psycopg.Connection, database_url: str,
         client: Person, specialist: BookableSpecialist) -> None:
     with request_as(database_url, client) as conn:  # as the frontend, under RLS
-        conn.execute("insert into public.notification_preferences (muted_reminder_minutes) values ('{15}')")
+        changed = conn.execute("update public.notification_preferences set muted_reminder_minutes = '{15}'")
+        assert changed.rowcount == 1, "the client's own row, and only theirs"
     insert_session(committed_db, specialist.id, client.id, starts_in=timedelta(minutes=10),
                    created_ago=timedelta(days=2))
 
@@ -336,7 +337,7 @@ def test_a_client_with_reminders_off_gets_none_and_another_client_is_unaffected(
         client: Person, specialist: BookableSpecialist) -> None:
     other = create_person(committed_db, "client", full_name="Olga Other")
     with request_as(database_url, client) as conn:
-        conn.execute("insert into public.notification_preferences (reminders_enabled) values (false)")
+        conn.execute("update public.notification_preferences set reminders_enabled = false")
     for who, hours in ((client, 0), (other, 2)):
         insert_session(committed_db, specialist.id, who.id, starts_in=timedelta(hours=hours, minutes=10),
                        created_ago=timedelta(days=2))
@@ -350,10 +351,15 @@ def test_a_client_with_reminders_off_gets_none_and_another_client_is_unaffected(
 def test_users_cannot_write_preferences_for_someone_else(database_url: str, committed_db: psycopg.Connection,
                                                           client: Person) -> None:
     other = create_person(committed_db, "client")
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+    with request_as(database_url, client) as conn:
+        changed = conn.execute("update public.notification_preferences set reminders_enabled = false "
+                               "where user_id = %s", [other.id])
+        assert changed.rowcount == 0
+    assert committed_db.execute("select reminders_enabled from public.notification_preferences where user_id = %s",
+                                [other.id]).fetchone()["reminders_enabled"] is True
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
         with request_as(database_url, client) as conn:
-            conn.execute("insert into public.notification_preferences (user_id, reminders_enabled) "
-                         "values (%s, false)", [other.id])
+            conn.execute("insert into public.notification_preferences (user_id) values (%s)", [other.id])
 
 
 @pytest.mark.parametrize(("muted", "constraint"), [
@@ -364,8 +370,7 @@ def test_users_cannot_write_preferences_for_someone_else(database_url: str, comm
 def test_bad_preferences_are_refused(database_url: str, client: Person, muted: str, constraint: str) -> None:
     with pytest.raises(psycopg.errors.CheckViolation, match=constraint):
         with request_as(database_url, client) as conn:
-            conn.execute("insert into public.notification_preferences (muted_reminder_minutes) values (%s)",
-                         [muted])
+            conn.execute("update public.notification_preferences set muted_reminder_minutes = %s", [muted])
 
 
 # -- content ----------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ def row_of(db, specialist_s, client_a, make_session):
             return {"id": specialist_s.id}, "full_name", "Samantha Specialist"
         if table == "sessions":
             return make_session(specialist_s, client_a), "special_requests", "Ground floor room, please."
+        if table == "notification_preferences":  # made with the profile
+            return (db.execute("select * from public.notification_preferences where user_id = %s",
+                               [client_a.id]).fetchone(), "reminders_enabled", False)
         if table == "session_notes":
             session = make_session(specialist_s, client_a)
             row = insert_row(db, "session_notes", {"booking_id": session["id"], "provider_id": specialist_s.id,
@@ -59,7 +62,8 @@ def row_of(db, specialist_s, client_a, make_session):
 
 
 TABLES_WITH_UPDATED_AT = ["profiles", "specialist_rates", "availability_windows", "specialist_availability_exceptions",
-                          "booking_packages", "recurring_bookings", "sessions", "session_notes"]
+                          "booking_packages", "recurring_bookings", "sessions", "session_notes",
+                          "notification_preferences"]
 
 
 def backdate(db, table: str, row_id) -> None:
