@@ -102,7 +102,12 @@ def _deliver(mailer: Mailer, email_from: str, item: outbox.Claimed) -> str:
             outbox.record_final(conn, message.id, "failed", "The recipient has no email address.")
             return "failed"
         try:
-            mailer.send(compose(message, email_from))
+            email = compose(message, email_from)
+        except ValueError as exc:
+            outbox.record_final(conn, message.id, "failed", str(exc))
+            return "failed"
+        try:
+            mailer.send(email)
         except SendRefused as exc:
             if exc.permanent:
                 log.warning("email %s refused for good: %s", message.id, exc)

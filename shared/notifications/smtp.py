@@ -15,7 +15,7 @@ from __future__ import annotations
 import smtplib
 import ssl
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 from urllib.parse import unquote, urlsplit
 
 from shared.settings import SettingsError
@@ -102,7 +102,7 @@ class Mailer:
             smtp.login(self.server.username, self.server.password or "")
         return smtp
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Message) -> None:
         if self._smtp is None:
             self._smtp = self._connect()
         try:
