@@ -149,3 +149,20 @@ def test_the_intake_benchmark_submits_reads_and_reencrypts_in_its_small_mode():
     assert re.search(r"^re-encrypted: 1000 forms in \d+ batches of up to 1000, [\d.]+ s: [\d,]+ rows/s; "
                      r"left on older keys: 0, unreadable: 0$", out, re.M), out
     assert re.search(r"^checked: a sample of 200 forms decrypts with key version 2 alone$", out, re.M), out
+
+
+# -- the notifications benchmark (tests/bench/notifications.py) at its smoke size -------------
+
+def test_notifications_benchmark_sends_each_message_once_and_claims_by_index(pg_cluster):
+    from tests.bench import notifications as mail_bench
+
+    messages, stored = mail_bench.SMALL
+    result = mail_bench.measure(pg_cluster, messages, stored, log=lambda _line: None)
+    assert mail_bench.check(result) == []
+    assert (result.messages, result.received, result.distinct_message_ids) == (messages,) * 3
+    assert result.stored == stored and result.index_scan
+    lines: list[str] = []
+    mail_bench.report(result, out=lines.append)
+    assert lines[0] == f"{messages:,} due messages:"
+    assert lines[3].startswith(f"  claim of 100 among {stored:,} stored messages (1,000 due): ")
+    assert any("Index Scan using email_outbox_due_idx" in line for line in lines)
