@@ -3,6 +3,7 @@ STARTTLS (or implicit TLS) with a self-signed certificate for 127.0.0.1, and
 AUTH with one user. It keeps every message it accepted, parsed.
 
 Switches: ``refuse`` (addresses answered 550 at RCPT: a permanent refusal),
+``refuse_sender`` (MAIL FROM answered 550: our configuration, not the message),
 ``defer`` (every RCPT answered 451: try later), ``stop()`` / ``start()`` (the
 server down, then back on the same port).
 """
@@ -76,7 +77,14 @@ class _Handler:
     def __init__(self, server: SmtpTestServer):
         self.server = server
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 (aiosmtpd's name)
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802 (aiosmtpd's name)
+        if self.server.refuse_sender:
+            return "550 5.7.1 Sender address rejected"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         if self.server.defer:
             return "451 4.3.0 Mailbox busy, try again later"
         if address in self.server.refuse:
@@ -110,6 +118,7 @@ class SmtpTestServer:
         self.received: list[Received] = []
         self.refuse: set[str] = set()
         self.defer = False
+        self.refuse_sender = False
         self.lock = threading.Lock()
         self._controller: Controller | None = None
 
@@ -140,6 +149,7 @@ class SmtpTestServer:
             self.received.clear()
         self.refuse.clear()
         self.defer = False
+        self.refuse_sender = False
 
     def messages(self) -> list[Received]:
         with self.lock:

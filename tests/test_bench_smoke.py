@@ -166,3 +166,15 @@ def test_notifications_benchmark_sends_each_message_once_and_claims_by_index(pg_
     assert lines[0] == f"{messages:,} due messages:"
     assert lines[3].startswith(f"  claim of 100 among {stored:,} stored messages (1,000 due): ")
     assert any("Index Scan using email_outbox_due_idx" in line for line in lines)
+
+
+def test_dispatch_cost_measures_the_same_dispatch_with_and_without_the_email_triggers(pg_cluster):
+    from tests.bench import notifications as mail_bench
+
+    lines: list[str] = []
+    medians = mail_bench.dispatch_cost(pg_cluster, 200, rounds=1, log=lines.append)
+    assert [label for label, _seconds in medians] == ["email triggers on", "email triggers off"]
+    assert all(seconds > 0 for _label, seconds in medians)
+    assert [line.split(",")[:2] for line in lines] == [
+        ["  email triggers on: 200 sessions", " 400 emails queued"],
+        ["  email triggers off: 200 sessions", " 0 emails queued"]]

@@ -143,6 +143,20 @@ def test_a_permanent_refusal_stops_and_is_visible_a_temporary_one_is_retried(
     assert len(mail_env.server.messages()) == 3
 
 
+def test_a_refused_sender_is_our_configuration_so_messages_wait_instead_of_failing(
+        mail_env: MailEnv, committed_db: psycopg.Connection, pair) -> None:
+    many_sessions(committed_db, *pair, 1)
+    mail_env.server.refuse_sender = True
+
+    result = notifications.run()
+
+    assert (result["sent"], result["failed"], result["retrying"]) == (0, 0, 2)
+    assert statuses(committed_db) == {"pending": 2}
+    mail_env.server.refuse_sender = False
+    make_all_due(committed_db)
+    assert notifications.run()["sent"] == 2
+
+
 def test_a_reminder_claimed_then_cancelled_before_sending_is_not_sent(
         mail_env: MailEnv, committed_db: psycopg.Connection, pair) -> None:
     specialist, client = pair

@@ -11,11 +11,11 @@ templates holds nothing else.
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-import re
-from email.message import Message as Message_
+from email.message import Message as MimeMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formataddr, format_datetime, parseaddr
@@ -137,7 +137,7 @@ def _vtimezone(zone_name: str, year: int) -> bytes:
     return component.to_ical()
 
 
-def compose(message: Message, email_from: str) -> Message_:
+def compose(message: Message, email_from: str) -> MimeMessage:
     """The whole email for one outbox row: multipart/mixed of (plain text | HTML) and the .ics.
 
     Built with the compat32 MIME classes: the modern EmailMessage API parses every
@@ -162,7 +162,7 @@ def compose(message: Message, email_from: str) -> Message_:
     body.attach(MIMEText(_environment.get_template(f"{message.kind}.txt").render(context), "plain", "utf-8"))
     body.attach(MIMEText(_environment.get_template(f"{message.kind}.html").render(context), "html", "utf-8"))
     if method is None:
-        email: Message_ = body
+        email: MimeMessage = body
     else:
         email = MIMEMultipart("mixed")
         email.attach(body)

@@ -110,8 +110,10 @@ class Mailer:
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise SendRefused(code, _text(text)) from None
-        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+        except smtplib.SMTPDataError as exc:
             raise SendRefused(exc.smtp_code, _text(exc.smtp_error)) from None
+        # SMTPSenderRefused is not about this message (EMAIL_FROM or our account is refused):
+        # it propagates as a server failure, and every message waits for it to be fixed.
 
     def close(self) -> None:
         if self._smtp is not None:

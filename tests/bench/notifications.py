@@ -2,6 +2,7 @@
 
     python -m tests.bench.notifications           # 10,000 due messages; the claim among 1,000,000 stored
     python -m tests.bench.notifications --small   # 200 due messages; 20,000 stored: a smoke run in seconds
+    python -m tests.bench.notifications --dispatch-cost 100000   # what the email triggers add to a dispatch
 
 Everything is started here and thrown away afterwards: a PostgreSQL cluster (fsync off),
 a migrated database, the real SMTP server of the tests (aiosmtpd with STARTTLS and AUTH,
@@ -210,10 +211,62 @@ def check(result: Result) -> list[str]:
     return problems
 
 
+EMAIL_TRIGGERS = ("sessions_queue_booking_emails", "sessions_queue_change_emails")
+
+
+def dispatch_cost(cluster: LocalCluster, recurrences: int, rounds: int = 3,
+                  log: Callable[[str], None] = print) -> list[tuple[str, float]]:
+    """What the email triggers add to a dispatch: the dispatcher's SQL function over `recurrences`
+    due recurring bookings (tests/bench/dispatch.py's data), with the triggers on and off in turns,
+    each run rolled back; the median of each. Alternating on a busy machine keeps the noise fair."""
+    from tests.bench.dispatch import seed as seed_recurrences
+
+    name = f"dispatch_cost_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(cluster.url(), autocommit=True) as admin:
+        admin.execute(f'create database "{name}"')
+    url = cluster.url(name)
+    timings: dict[str, list[float]] = {"email triggers on": [], "email triggers off": []}
+    try:
+        migrate(url, log=lambda _line: None, settings_environ={})
+        seed_recurrences(url, recurrences, log=lambda _line: None)
+        with psycopg.connect(url) as conn:
+            for _ in range(rounds):
+                for label, state in (("email triggers on", "enable"), ("email triggers off", "disable")):
+                    for trigger in EMAIL_TRIGGERS:
+                        conn.execute(f"alter table public.sessions {state} trigger {trigger}")
+                    started = time.perf_counter()
+                    created = conn.execute(
+                        "select count(*) from private.dispatch_recurring_bookings(now(), 7, false) "
+                        "where outcome = 'created'").fetchone()[0]
+                    timings[label].append(time.perf_counter() - started)
+                    queued = conn.execute("select count(*) from private.email_outbox").fetchone()[0]
+                    conn.rollback()
+                    log(f"  {label}: {created:,} sessions, {queued:,} emails queued, {timings[label][-1]:.2f} s")
+    finally:
+        with psycopg.connect(cluster.url(), autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+    return [(label, sorted(values)[len(values) // 2]) for label, values in timings.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="a smoke run: 200 due messages, 20,000 stored")
+    parser.add_argument("--dispatch-cost", type=int, metavar="N",
+                        help="instead: what the email triggers add to a dispatch of N due recurring bookings")
     args = parser.parse_args(argv)
+    if args.dispatch_cost:
+        cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="therapy-bench-pg-")), fast=True)
+        try:
+            cluster.init()
+            cluster.start()
+            medians = dispatch_cost(cluster, args.dispatch_cost)
+        finally:
+            cluster.destroy()
+        (_, on), (_, off) = medians
+        print(f"dispatch of {args.dispatch_cost:,} due recurring bookings (SQL function, median of 3): "
+              f"{on:.2f} s with the email triggers, {off:.2f} s without: +{on - off:.2f} s "
+              f"({(on - off) / off:+.1%})")
+        return 0
     messages, stored = SMALL if args.small else DEFAULT
     cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="therapy-bench-pg-")), fast=True)
     try:
