@@ -208,6 +208,39 @@ def test_a_crash_between_sending_and_recording_repeats_the_same_message(
     assert repeated == f"<notification-{first_id}@calm-practice.test>"
 
 
+def test_a_message_that_cannot_be_composed_is_retried_and_does_not_stop_the_others(
+        mail_env: MailEnv, committed_db: psycopg.Connection, pair, monkeypatch) -> None:
+    specialist, client = pair
+    many_sessions(committed_db, specialist, client, 2)
+    poison = committed_db.execute("select min(id) as id from private.email_outbox").fetchone()["id"]
+    real_compose = notifications.compose
+
+    def compose(message, email_from):
+        if message.id == poison:
+            raise KeyError("a template variable")
+        return real_compose(message, email_from)
+
+    monkeypatch.setattr(notifications, "compose", compose)
+    result = notifications.run()
+
+    assert (result["sent"], result["retrying"]) == (3, 1)
+    row = committed_db.execute("select status, last_error from private.email_outbox where id = %s",
+                               [poison]).fetchone()
+    assert (row["status"], row["last_error"]) == ("pending", "KeyError: 'a template variable'")
+
+
+def test_a_message_whose_session_is_missing_is_skipped_not_claimed_forever(
+        mail_env: MailEnv, committed_db: psycopg.Connection, pair) -> None:
+    specialist, client = pair
+    committed_db.execute(
+        """insert into private.email_outbox (kind, session_id, recipient_id, for_starts_at)
+           values ('booking_confirmed', gen_random_uuid(), %s, now() + interval '1 day')""", [client.id])
+
+    assert notifications.run()["sent"] == 0
+    assert committed_db.execute("select status, last_error from private.email_outbox").fetchone() == {
+        "status": "skipped", "last_error": "The session does not exist."}
+
+
 def test_email_off_is_said_once_and_messages_wait(
         mail_env: MailEnv, notifications_app, committed_db: psycopg.Connection, pair, caplog) -> None:
     mail_env.functions.set(SMTP_URL=None)

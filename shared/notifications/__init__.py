@@ -21,7 +21,7 @@ import smtplib
 import threading
 import time
 
-from shared import db
+from shared import db, monitoring
 from shared.notifications import outbox
 from shared.notifications.render import compose
 from shared.notifications.smtp import Mailer, SendRefused, parse_smtp_url
@@ -106,6 +106,8 @@ def _deliver(mailer: Mailer, email_from: str, item: outbox.Claimed) -> str:
         except ValueError as exc:
             outbox.record_final(conn, message.id, "failed", str(exc))
             return "failed"
+        except Exception as exc:  # a message that cannot be composed must not stop the others
+            return _unexpected(conn, item, exc)
         try:
             mailer.send(email)
         except SendRefused as exc:
@@ -120,5 +122,15 @@ def _deliver(mailer: Mailer, email_from: str, item: outbox.Claimed) -> str:
             mailer.mark_broken()
             outbox.record_retry(conn, message.id, item.attempts, f"SMTP server unavailable: {exc}")
             return "retrying"
+        except Exception as exc:
+            return _unexpected(conn, item, exc)
         outbox.record_sent(conn, message.id)
         return "sent"
+
+
+def _unexpected(conn, item: outbox.Claimed, exc: Exception) -> str:
+    """A bug, not the server: reported, and the message retried with backoff while the run goes on."""
+    log.error("email %s could not be sent; it will be retried", item.message.id, exc_info=exc)
+    monitoring.record_error(exc, "EMAIL_FAILED")
+    outbox.record_retry(conn, item.message.id, item.attempts, f"{type(exc).__name__}: {exc}")
+    return "retrying"

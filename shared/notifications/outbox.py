@@ -101,7 +101,10 @@ def claim(conn: psycopg.Connection, limit: int) -> list[Claimed]:
     if not ids:
         return []
     claimed = []
-    for row in conn.execute(DETAILS_QUERY, {"ids": ids}).fetchall():
+    rows = conn.execute(DETAILS_QUERY, {"ids": ids}).fetchall()
+    for orphan in set(ids) - {row["id"] for row in rows}:
+        record_final(conn, orphan, "skipped", "The session does not exist.")
+    for row in rows:
         other = row["other_party_name"] or ("your specialist" if row["audience"] == "client" else "your client")
         claimed.append(Claimed(
             message=Message(
