@@ -312,6 +312,13 @@ def test_reminder_offsets_are_a_practice_setting(db) -> None:
         practice_settings.apply(db, {"REMINDER_OFFSETS_MINUTES": "0"})
 
 
+def test_the_settings_command_prints_the_offsets_as_they_are_written(database_url, capsys) -> None:
+    from shared.ops.cli import main as cli
+
+    assert cli(["--database-url", database_url, "settings"]) == 0
+    assert "REMINDER_OFFSETS_MINUTES=1440,120,15" in capsys.readouterr().out.splitlines()
+
+
 def test_the_job_runs_every_minute_through_call_function(pg_cron, db) -> None:
     job = db.execute("select schedule, command from cron.job where jobname = 'notifications'").fetchone()
     assert job == {"schedule": "* * * * *", "command": "select private.call_function('notifications')"}

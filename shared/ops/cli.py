@@ -185,6 +185,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
     apply_settings(url)
     with _connect(url) as conn:
         for name, value in practice_settings.current(conn).items():
+            if isinstance(value, list):  # as the variable is written: REMINDER_OFFSETS_MINUTES=1440,120,15
+                value = ",".join(map(str, value))
             print(f"{name.upper()}={'' if value is None else value}")
     return 0
 
