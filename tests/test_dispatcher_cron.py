@@ -59,12 +59,12 @@ def vault(committed_db: psycopg.Connection) -> Iterator[Callable[[str, str], Non
 @pytest.fixture
 def cron_job(committed_db: psycopg.Connection) -> Iterator[Callable[[str, str], tuple[int, datetime]]]:
     """Schedules a job for the coming minute (the one after, when this one is nearly over);
-    returns (job id, the moment it was scheduled). The every-minute calendar-sync job is
-    paused meanwhile, so that only the test's calls reach the functions; every test job is
+    returns (job id, the moment it was scheduled). The every-minute jobs (calendar-sync,
+    notifications) are paused meanwhile, so that only the test's calls reach the functions; every test job is
     unscheduled afterwards."""
     names: list[str] = []
     paused = [r["jobid"] for r in committed_db.execute(
-        "select jobid from cron.job where jobname = 'calendar-sync' and active")]
+        "select jobid from cron.job where schedule = '* * * * *' and active")]
     for job_id in paused:
         committed_db.execute("select cron.alter_job(%s, active := false)", [job_id])
 
