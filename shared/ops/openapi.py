@@ -428,6 +428,12 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "calendar_deletions_stuck": {"type": "integer", "minimum": 0,
                                          "description": "pending for more than a day: degraded"},
             "scheduled_call_failures_24h": {"type": "integer", "minimum": 0},
+            "email": {"enum": ["enabled", "disabled"], "description": "disabled: SMTP_URL or EMAIL_FROM unset"},
+            "email_backlog": {"type": "integer", "minimum": 0, "description": "emails waiting to be sent"},
+            "email_oldest_unsent_at": {"type": ["string", "null"], "format": "date-time",
+                                       "description": "when the oldest waiting email was queued"},
+            "email_refused_7d": {"type": "integer", "minimum": 0,
+                                 "description": "emails the SMTP server refused for good in the last 7 days"},
         },
     }
     schemas["OpenApiDocument"] = {"type": "object", "required": ["openapi", "info", "paths"],
