@@ -22,8 +22,10 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RecordingExpired",
     "SlotUnavailable",
     "SlotUnavailableReason",
+    "StorageUnavailable",
     "Unauthorized",
     "UnsupportedMediaType",
     "error_response",
@@ -153,6 +155,20 @@ class CalendarUnavailable(AppError):
     code = "CALENDAR_UNAVAILABLE"
     http_status = 503
     default_message = "The calendar service is unavailable; try again shortly"
+
+
+class RecordingExpired(AppError):
+    """The recording is past its expires_at (its file is, or is about to be, deleted)."""
+
+    code = "RECORDING_EXPIRED"
+    http_status = 410
+    default_message = "This recording has expired and is no longer available"
+
+
+class StorageUnavailable(AppError):
+    code = "STORAGE_UNAVAILABLE"
+    http_status = 503
+    default_message = "The recording storage is unavailable; try again shortly"
 
 
 class InternalError(AppError):

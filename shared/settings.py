@@ -27,6 +27,7 @@ __all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "reset_
 
 DEFAULT_CALENDAR_API_URL = "https://www.googleapis.com/calendar/v3/"
 _CALENDAR_API_SUFFIX = "calendar/v3/"
+DEFAULT_RECORDINGS_BUCKET = "meeting-recordings"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -70,6 +71,13 @@ class Settings:
     smtp_url: str | None = None
     # The From of every email, e.g. "Therapy Practice <bookings@example.com>"; None = email off.
     email_from: str | None = None
+    # Supabase project URL (https://<ref>.supabase.co): Storage is reached at <url>/storage/v1.
+    supabase_url: str | None = None
+    # Signs recording links and removes expired recordings: the legacy service-role JWT, or an
+    # sb_secret_… key (sent only as `apikey`, never as a Bearer token).
+    supabase_service_role_key: str | None = None
+    # The Storage bucket of session recordings.
+    recordings_bucket: str = DEFAULT_RECORDINGS_BUCKET
 
     def require(self, name: str) -> Any:
         """Return setting `name` (a field name), or raise if it is not set."""
@@ -185,6 +193,11 @@ def _secret_key(environ: Mapping[str, str]) -> str | None:
         # Never quote the value: it is a secret, and a near-miss is almost the real one.
         raise SettingsError("SUPABASE_SECRET_KEY must be a Supabase secret key (sb_secret_…)")
     return raw
+def _supabase_url(environ: Mapping[str, str]) -> str | None:
+    raw = _text(environ, "SUPABASE_URL")
+    if raw is not None and not raw.startswith(("http://", "https://")):
+        raise SettingsError(f"SUPABASE_URL must be an http(s) URL (https://<ref>.supabase.co), got {raw!r}")
+    return raw.rstrip("/") if raw else None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -209,6 +222,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         postgrest_url=_text(env, "POSTGREST_URL"),
         smtp_url=_text(env, "SMTP_URL"),
         email_from=_text(env, "EMAIL_FROM"),
+        supabase_url=_supabase_url(env),
+        supabase_service_role_key=_text(env, "SUPABASE_SERVICE_ROLE_KEY"),
+        recordings_bucket=_text(env, "RECORDINGS_BUCKET") or DEFAULT_RECORDINGS_BUCKET,
     )
 
 

@@ -23,7 +23,7 @@ from tests.support import ANON, Person, create_person
 
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
-pytest_plugins = ["tests.calendar_fixtures", "tests.functions_fixtures", "tests.rest_fixtures", "tests.notifications_fixtures"] if (Path(__file__).parent / "calendar_fixtures.py").exists() else []
+pytest_plugins = ["tests.calendar_fixtures", "tests.storage_fixtures", "tests.functions_fixtures", "tests.rest_fixtures", "tests.notifications_fixtures"] if (Path(__file__).parent / "calendar_fixtures.py").exists() else []
 
 APP_TABLES = (
     "public.profiles", "public.specialist_rates", "public.availability_windows",

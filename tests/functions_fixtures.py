@@ -52,8 +52,11 @@ from shared.ops import practice_settings
 from shared.auth import reset_auth_caches
 from shared.ops.localpg import free_port
 from shared.settings import reset_settings
+from shared.storage.client import reset_bucket
 from tests.calendar_fixtures import CalendarEnv
 from tests.calendar_server import FakeCalendarServer
+from tests.storage_fixtures import storage_environment
+from tests.storage_server import FakeStorageServer
 from tests.support import Person, create_person
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +120,7 @@ def _clear_caches() -> None:
     db.close_pool()
     calendar.reset_gateway()
     reset_auth_caches()
+    reset_bucket()
 
 
 def _clear_private_state(database_url: str) -> None:
@@ -160,10 +164,13 @@ class FunctionsEnv:
 
 
 @pytest.fixture
-def functions_env(calendar_env: CalendarEnv, database_url: str, functions_base_url: str) -> Iterator[FunctionsEnv]:
-    """Everything the functions read from their environment, pointed at the test database
-    and the fake Calendar API; caches are dropped before and after the test."""
+def functions_env(calendar_env: CalendarEnv, database_url: str, functions_base_url: str,
+                  storage_server_session: FakeStorageServer) -> Iterator[FunctionsEnv]:
+    """Everything the functions read from their environment, pointed at the test database,
+    the fake Calendar API and the fake Storage; caches are dropped before and after the test."""
     with pytest.MonkeyPatch.context() as patch:
+        for name, value in storage_environment(storage_server_session, JWT_SECRET).items():
+            patch.setenv(name, value)
         patch.setenv("DATABASE_URL", database_url)
         patch.setenv("SUPABASE_JWT_SECRET", JWT_SECRET)
         patch.setenv("CANCELLATION_LINK_SECRET", LINK_SECRET)
@@ -445,7 +452,8 @@ def served_environment(*, database_url: str, public_url: str, calendar_api_url: 
 @pytest.fixture(scope="session")
 def serve_functions(database_url: str, functions_port: int, functions_base_url: str,
                     calendar_server_session: FakeCalendarServer,
-                    calendar_service_account: dict[str, Any]) -> Iterator[Callable[..., ServedFunctions]]:
+                    calendar_service_account: dict[str, Any],
+                    storage_server_session: FakeStorageServer) -> Iterator[Callable[..., ServedFunctions]]:
     """Starts (once per run and per settings) a served process; `serve()` is the standard one,
     `serve(BOOKING_MAX_ADVANCE_DAYS="400")` one with those settings on top, on its own port."""
     started: dict[tuple[tuple[str, str], ...], ServedFunctions] = {}
@@ -458,7 +466,7 @@ def serve_functions(database_url: str, functions_port: int, functions_base_url: 
             environment = served_environment(
                 database_url=database_url, public_url=public_url,
                 calendar_api_url=calendar_server_session.api_url, service_account=calendar_service_account,
-                **settings,
+                **{**storage_environment(storage_server_session, JWT_SECRET), **settings},
             )
             started[key] = ServedFunctions(port, environment).start()
         return started[key]

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.storage_fixtures import recording_path
 from tests.support import Person, acting_as
 
 CALLERS = ("anon", "client_a", "client_b", "specialist_s", "specialist_t", "admin")
@@ -36,6 +37,8 @@ class World:
     people: dict[str, Person]
     # label -> the ids of the rows it names (one id for most labels; history and audit hold several)
     rows: dict[str, set] = field(default_factory=dict)
+    # session label -> where that session's recordings sit in Storage (sessions/<yyyy-mm>/<session id>)
+    recording_dirs: dict[str, str] = field(default_factory=dict)
 
     def id(self, label: str):
         (only,) = self.rows[label]
@@ -108,8 +111,9 @@ def world(db, anon, client_a, client_b, specialist_s, specialist_t, admin, make_
             reason="Away that week")["id"])
         w.label(f"note_{key}", insert_row(
             db, "session_notes", booking_id=past["id"], provider_id=specialist.id, notes="Clinical note")["id"])
+        w.recording_dirs[f"session_{key}_past"] = recording_path(past, "").rstrip("/")
         w.label(f"recording_{key}", insert_row(
-            db, "meeting_recordings", booking_id=past["id"], storage_path=f"recordings/{key}.mp4",
+            db, "meeting_recordings", booking_id=past["id"], storage_path=recording_path(past, f"{key}.mp4"),
             file_format="mp4", duration_seconds=3000)["id"])
         w.label(f"intake_{key}", insert_row(
             db, "intake_forms", booking_id=upcoming["id"], client_id=client.id, consent_treatment=True,

@@ -270,7 +270,8 @@ def insert_values(table: str, w: World, caller: str) -> dict:
             "booking_id": w.id("session_as_past"), "provider_id": own_id(w, caller, "specialist_s"),
             "notes": "A new note"},
         "meeting_recordings": lambda: {
-            "booking_id": w.id("session_as_past"), "storage_path": "recordings/new.mp4", "file_format": "mp4"},
+            "booking_id": w.id("session_as_past"), "storage_path": w.recording_dirs["session_as_past"] + "/new.mp4",
+            "file_format": "mp4"},
         "audit_log": lambda: {"action": "forged_entry", "entity_type": "session"},
         "intake_forms": lambda: {
             "booking_id": w.id("session_as_upcoming"), "client_id": own_id(w, caller, "client_a"),

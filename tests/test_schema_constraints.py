@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.storage_fixtures import recording_path
 from tests.data_layer import cancel, insert_row, refused
 
 UTC = timezone.utc
@@ -51,7 +52,7 @@ def valid_rows(db, specialist_s, client_a) -> dict[str, dict]:
                              "price": 400, "discount_percentage": 10, "valid_for_days": 90},
         "recurring_bookings": {"user_id": client_a.id, "specialist_id": specialist_s.id, "frequency": "weekly",
                                "start_date": date(2031, 3, 3), "duration_minutes": 50},
-        "meeting_recordings": {"booking_id": earlier["id"], "storage_path": "recordings/one.mp4",
+        "meeting_recordings": {"booking_id": earlier["id"], "storage_path": recording_path(earlier, "one.mp4"),
                                "file_format": "mp4", "duration_seconds": 3000, "storage_size_bytes": 1_000_000},
         "audit_log": {"action": "session_created", "entity_type": "session"},
     }

@@ -68,6 +68,7 @@ BUILT_IN_DEFAULTS: dict[str, Any] = {
 SECRET_SETTINGS = frozenset({
     "DATABASE_URL", "SUPABASE_JWT_SECRET", "CANCELLATION_LINK_SECRET", "GOOGLE_SERVICE_ACCOUNT_JSON",
     "SMTP_URL",  # carries the SMTP password
+    "SUPABASE_SERVICE_ROLE_KEY",
 })
 # Settings a function cannot work without (README's configuration table).
 REQUIRED_SETTINGS = frozenset({

@@ -1,0 +1,2 @@
+"""Session recordings in Supabase Storage: the bucket (client), short-lived links
+(links), and the expiry that deletes (expiry)."""
