@@ -80,7 +80,8 @@ def _storage_client(url: str, key: str):
         raise SettingsError("SUPABASE_SERVICE_ROLE_KEY holds a publishable key; it needs the service-role "
                             "JWT or an sb_secret_… key")
     client = create_client(url, key, options=ClientOptions(
-        auto_refresh_token=False, persist_session=False, storage_client_timeout=STORAGE_TIMEOUT_SECONDS))
+        auto_refresh_token=False, persist_session=False,
+        httpx_client=httpx.Client(timeout=STORAGE_TIMEOUT_SECONDS, follow_redirects=False)))
     if key.startswith(SECRET_KEY_PREFIX):
         # supabase-py also sends every key as `Authorization: Bearer`; a secret key must go as `apikey` only.
         # The Storage client is built from these headers on first use, below.
