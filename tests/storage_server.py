@@ -60,6 +60,7 @@ class _Failure:
     remaining: int | None
     method: str | None
     after: int  # matching requests let through first
+    done_anyway: bool  # do what was asked, then answer the error (a reply lost on the way back)
 
 
 @dataclass
@@ -120,12 +121,13 @@ class FakeStorageServer:
             return path in self._buckets.get(bucket, _Bucket()).objects
 
     def fail(self, status: int = 503, *, times: int | None = 1, method: str | None = None, after: int = 0,
-             body: dict[str, Any] | None = None) -> None:
-        """The next `times` matching requests (None: all), after `after` that pass, answer `status`."""
+             body: dict[str, Any] | None = None, done_anyway: bool = False) -> None:
+        """The next `times` matching requests (None: all), after `after` that pass, answer `status`;
+        with `done_anyway`, after doing what they asked."""
         with self._lock:
             self._failures.append(_Failure(status, body or {"statusCode": str(status), "error": "internal",
                                                             "message": "Storage is failing"},
-                                           times, method, after))
+                                           times, method, after, done_anyway))
 
     def recorded(self, method: str | None = None, prefix: str = "") -> list[StorageRequest]:
         with self._lock:
@@ -172,8 +174,12 @@ class FakeStorageServer:
     def handle(self, request: StorageRequest) -> tuple[int, Any, str]:
         """(status, body, content type) for one request."""
         rule = self._failure_for(request.method)
-        if rule is not None:
+        if rule is not None and not rule.done_anyway:
             return rule.status, rule.body, "application/json"
+        answer = self._answer(request)
+        return (rule.status, rule.body, "application/json") if rule is not None else answer
+
+    def _answer(self, request: StorageRequest) -> tuple[int, Any, str]:
         if request.method == "GET" and request.path.startswith(SIGN_PREFIX):
             return self._download(request)
         refused = self._authorized(request)
