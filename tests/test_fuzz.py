@@ -62,16 +62,17 @@ from shared.ops.intake_openapi import EXAMPLE_INTAKE
 from shared.settings import reset_settings
 from tests.conftest import APP_TABLES, FIXTURE_OPTIONS
 from tests.functions_fixtures import ServedClient, post_streamed, service_token, user_token
+from tests.storage_fixtures import BUCKET, recording_path
 from tests.support import create_person
 
 MAX_EXAMPLES = 100  # per operation, generation mode and phase: bounds the run to well under two minutes
 MIN_REQUESTS = 500  # a run that sent fewer did not really fuzz the functions
 MIN_REQUESTS_PER_OPERATION = 40
 WATCHED_TABLES = ("sessions", "booking_cancellations", "audit_log", "recurring_bookings", "intake_forms")
-USER_PATHS = ["/booking-create", "/booking-cancel", "/intake-form"]
+USER_PATHS = ["/booking-create", "/booking-cancel", "/intake-form", "/recording-url"]
 # The one GET that writes: a successful read of an intake form is audited (one audit_log row).
 AUDITED_READS = {"/intake-form"}
-SERVICE_PATHS = ["/calendar-sync", "/recurring-dispatcher", "/notifications"]
+SERVICE_PATHS = ["/calendar-sync", "/recurring-dispatcher", "/notifications", "/recording-expiry"]
 # The functions refuse some schema-valid values for rules JSON Schema cannot state
 # (years 1900–2999, leap seconds, 15.0 for a whole number); the document says so in
 # words, so a 400 for "valid" data is not a finding. Invalid data must still be refused.
@@ -88,6 +89,7 @@ class World:
     session_ids: list[str] = field(default_factory=list)
     link_tokens: list[str] = field(default_factory=list)
     intake_session_ids: list[str] = field(default_factory=list)
+    recording_ids: list[str] = field(default_factory=list)
     requests: Counter = field(default_factory=Counter)  # by documented operation
     answers: Counter = field(default_factory=Counter)  # by (method and path sent, status)
     writes_by_refused_requests: list[str] = field(default_factory=list)
@@ -99,8 +101,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(database_url: str, served_functions) -> Any:
-    """A client with three upcoming sessions, and a specialist bookable around the clock."""
+def world(database_url: str, served_functions, storage_server_session) -> Any:
+    """A client with three upcoming sessions, a recording of a past one, and a specialist bookable
+    around the clock."""
     world = World(database_url)
     link_secret = served_functions.environment["CANCELLATION_LINK_SECRET"]
     # Set-up data is written as an operator imports it (booking rules off on this connection).
@@ -121,6 +124,15 @@ def world(database_url: str, served_functions) -> Any:
                 """insert into public.sessions (specialist_id, client_id, starts_at, ends_at)
                    values (%s, %s, %s, %s) returning id""",
                 [specialist.id, client.id, starts, starts + timedelta(minutes=50)]).fetchone()["id"]))
+        past = conn.execute(
+            """insert into public.sessions (specialist_id, client_id, starts_at, ends_at)
+               values (%s, %s, now() - interval '3 days', now() - interval '3 days' + interval '50 minutes')
+               returning id, starts_at""", [specialist.id, client.id]).fetchone()
+        path = recording_path(past)
+        world.recording_ids = [str(conn.execute(
+            """insert into public.meeting_recordings (booking_id, storage_path, file_format)
+               values (%s, %s, 'mp4') returning id""", [past["id"], path]).fetchone()["id"])]
+        storage_server_session.put(BUCKET, path)
     world.client_token = user_token(client)
     world.specialist_ids = [str(specialist.id)]
     world.session_ids = sessions[:3]  # for booking-cancel
@@ -174,6 +186,7 @@ def _real_values(world: World, path: str, method: str) -> dict[str, st.SearchStr
         "/booking-create": {"specialist_id": st.sampled_from(world.specialist_ids), "starts_at": slots},
         "/booking-cancel": {"booking_id": st.sampled_from(world.session_ids)},
         "/intake-form": {"booking_id": st.sampled_from(world.intake_session_ids)},
+        "/recording-url": {"recording_id": st.sampled_from(world.recording_ids)},
         "/token-cancel": {"token": st.sampled_from(world.link_tokens[:2] if method.upper() == "GET"
                                                    else world.link_tokens[2:])},
     }.get(path, {})
@@ -297,7 +310,8 @@ def test_fuzzing_finds_no_failure_and_refused_requests_write_nothing(served_sche
     # The real ids and slots did their job: bookings and cancellations went through.
     assert {label for (label, status) in world.answers if status == 200} >= {
         "POST /booking-create", "POST /booking-cancel", "GET /token-cancel", "POST /token-cancel",
-        "POST /intake-form", "GET /intake-form"}
+        "POST /intake-form", "GET /intake-form",
+        "POST /recording-url"}
 
 
 # -- the input classes that once crashed the functions, generated on top --------------------------

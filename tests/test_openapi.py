@@ -45,6 +45,8 @@ from tests.functions_fixtures import (
     Answer, AppClient, BookableSpecialist, FunctionClient, FunctionsEnv, ServedClient, bearer, fetch,
     service_bearer,
 )
+from tests.storage_fixtures import BUCKET, recording_path
+from tests.storage_server import FakeStorageServer
 from tests.support import Person, create_person
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +83,7 @@ class Scene:
     specialist: BookableSpecialist
     base_url: str
     apps: dict[str, Any]
+    storage: FakeStorageServer | None = None
 
     def served(self, name: str) -> FunctionClient:
         return ServedClient(self.base_url, name)
@@ -105,6 +108,21 @@ class Scene:
         """The query string of the session's cancellation link."""
         return urlsplit(cancellation_url(session_id)).query
 
+    def recording(self, *, expired: bool = False) -> uuid.UUID:
+        """A recording of a past session of the client's, with its file in Storage (or long expired)."""
+        session_id = self.session(starts_in=timedelta(days=-3))
+        session = self.db.execute("select id, starts_at from public.sessions where id = %s", [session_id]).fetchone()
+        path = recording_path(session)
+        created_ago, expires_in = (timedelta(days=2), timedelta(days=-1)) if expired else (timedelta(0), None)
+        now = datetime.now(timezone.utc)
+        recording_id = self.db.execute(
+            """insert into public.meeting_recordings (booking_id, storage_path, file_format, created_at, expires_at)
+               values (%s, %s, 'mp4', %s, %s) returning id""",
+            [session_id, path, now - created_ago, now + expires_in if expires_in else None]).fetchone()["id"]
+        assert self.storage is not None
+        self.storage.put(BUCKET, path)
+        return recording_id
+
     def book(self, **fields: Any) -> dict[str, Any]:
         return {"specialist_id": str(self.specialist.id),
                 "starts_at": self.specialist.slot(days_ahead=3, local_time="10:00").isoformat(), **fields}
@@ -118,9 +136,10 @@ def apps() -> dict[str, Any]:
 
 @pytest.fixture
 def scene(functions_env: FunctionsEnv, committed_db: psycopg.Connection, bookable_specialist, served_functions,
-          apps) -> Scene:
+          apps, storage) -> Scene:
     client = create_person(committed_db, "client", full_name="Alice Client", timezone="Europe/London")
-    return Scene(functions_env, committed_db, client, bookable_specialist(), served_functions.base_url, apps)
+    return Scene(functions_env, committed_db, client, bookable_specialist(), served_functions.base_url, apps,
+                 storage)
 
 
 # -- the scenarios: one request each, and the outcome it must have --------------------------------
@@ -205,6 +224,10 @@ def _unconfigured_database(name: str) -> Callable[[Scene], FunctionClient]:
     return lambda scene: scene.app(name, DATABASE_URL=None)
 
 
+def _storage_unreachable(name: str) -> Callable[[Scene], FunctionClient]:
+    return lambda scene: scene.app(name, SUPABASE_URL="http://127.0.0.1:9")  # the discard port: nothing answers
+
+
 TOO_LARGE = json.dumps({"reason": "x" * 70_000})
 INTAKE = lambda scene: {"booking_id": str(scene.session()), **EXAMPLE_INTAKE}  # noqa: E731
 
@@ -222,6 +245,7 @@ def _read_intake(*, headers: Callable[[Scene], dict[str, str]] = _as_client,
         return client.request("GET", query=f"booking_id={body['booking_id']}", headers=headers(scene))
     return act
 
+RECORDING = lambda scene, **options: {"recording_id": str(scene.recording(**options))}  # noqa: E731
 CANCEL = lambda scene, **fields: {"booking_id": str(scene.session()), "reason": "I am ill", **fields}  # noqa: E731
 
 SCENARIOS = {
@@ -376,6 +400,47 @@ SCENARIOS = {
         "/intake-form", "get", 500, "INTERNAL_ERROR", _read_intake(via=_unconfigured_database("intake-form"))),
     "reading an intake form that was altered": Scenario("/intake-form", "get", 500, "INTAKE_UNREADABLE",
                                                         _read_intake(tamper=True)),
+    # recording-url
+    "a party asking for a recording's link": Scenario("/recording-url", "post", 200, "success",
+                                                      _post("recording-url", RECORDING, headers=_as_client)),
+    "asking for a link without the recording": Scenario("/recording-url", "post", 400, "INVALID_REQUEST",
+                                                        _post("recording-url", {}, headers=_as_client)),
+    "asking for a link without a token": Scenario("/recording-url", "post", 401, "UNAUTHORIZED",
+                                                  _post("recording-url", RECORDING)),
+    "an anonymous account asking for a link": Scenario(
+        "/recording-url", "post", 403, "FORBIDDEN",
+        _post("recording-url", RECORDING, headers=lambda s: bearer(s.client, is_anonymous=True))),
+    "asking for a link to an unknown recording": Scenario(
+        "/recording-url", "post", 404, "NOT_FOUND",
+        _post("recording-url", {"recording_id": str(uuid.uuid4())}, headers=_as_client)),
+    "asking for a link to an expired recording": Scenario(
+        "/recording-url", "post", 410, "RECORDING_EXPIRED",
+        _post("recording-url", lambda s: RECORDING(s, expired=True), headers=_as_client)),
+    "asking for a link with a huge body": Scenario("/recording-url", "post", 413, "PAYLOAD_TOO_LARGE",
+                                                   _post("recording-url", body=TOO_LARGE, headers=_as_client)),
+    "asking for a link with a text body": Scenario(
+        "/recording-url", "post", 415, "UNSUPPORTED_MEDIA_TYPE",
+        _post("recording-url", body="link", content_type="text/plain", headers=_as_client)),
+    "asking for a link with no database configured": Scenario(
+        "/recording-url", "post", 500, "INTERNAL_ERROR",
+        _post("recording-url", {"recording_id": str(uuid.uuid4())}, headers=_as_client,
+              via=_unconfigured_database("recording-url"))),
+    "asking for a link while Storage is down": Scenario(
+        "/recording-url", "post", 503, "STORAGE_UNAVAILABLE",
+        _post("recording-url", RECORDING, headers=_as_client, via=_storage_unreachable("recording-url"))),
+    # recording-expiry
+    "the scheduler removing expired recordings": Scenario(
+        "/recording-expiry", "post", 200, "success",
+        _post("recording-expiry", lambda s: s.recording(expired=True) and {}, headers=_as_service)),
+    "removing expired recordings as a user": Scenario("/recording-expiry", "post", 401, "UNAUTHORIZED",
+                                                      _post("recording-expiry", {}, headers=_as_client)),
+    "removing expired recordings with no database configured": Scenario(
+        "/recording-expiry", "post", 500, "INTERNAL_ERROR",
+        _post("recording-expiry", {}, headers=_as_service, via=_unconfigured_database("recording-expiry"))),
+    "removing expired recordings while Storage is down": Scenario(
+        "/recording-expiry", "post", 503, "STORAGE_UNAVAILABLE",
+        _post("recording-expiry", lambda s: s.recording(expired=True) and {}, headers=_as_service,
+              via=_storage_unreachable("recording-expiry"))),
 }
 
 
@@ -469,7 +534,7 @@ def _body_schema(document: dict[str, Any], path: str, method: str) -> tuple[dict
 
 CREDENTIALS = {"/booking-create": _as_client, "/booking-cancel": _as_client,
                "/recurring-dispatcher": _as_service, "/calendar-sync": _as_service, "/intake-form": _as_client,
-               "/notifications": _as_service}
+               "/notifications": _as_service, "/recording-url": _as_client, "/recording-expiry": _as_service}
 
 
 def _send(scene: Scene, path: str, body: dict[str, Any]) -> Answer:
@@ -479,7 +544,7 @@ def _send(scene: Scene, path: str, body: dict[str, Any]) -> Answer:
 def test_every_json_body_is_documented_with_an_example_of_every_field(served_document):
     operations = _json_operations(served_document)
     assert {path for path, _ in operations} == {"/booking-create", "/booking-cancel", "/recurring-dispatcher",
-                                                "/intake-form"}
+                                                "/intake-form", "/recording-url"}
     for path, method in operations:
         schema, example = _body_schema(served_document, path, method)
         assert schema["additionalProperties"] is False
@@ -502,7 +567,8 @@ def test_a_documented_required_field_is_refused_when_missing(path: str, field: s
     assert answer.json()["details"] == {"field": field}
 
 
-@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher", "/intake-form"])
+@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher", "/intake-form",
+                                  "/recording-url"])
 def test_only_the_documented_required_fields_are_needed_and_every_documented_field_is_accepted(
         path: str, scene: Scene, served_document):
     schema, example = _body_schema(served_document, path, "post")
@@ -515,7 +581,8 @@ def test_only_the_documented_required_fields_are_needed_and_every_documented_fie
         assert_documented(served_document, path, "post", answer)
 
 
-@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher", "/intake-form"])
+@pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher", "/intake-form",
+                                  "/recording-url"])
 def test_an_undocumented_field_is_refused(path: str, scene: Scene, served_document):
     _, example = _body_schema(served_document, path, "post")
     answer = _send(scene, path, {**example, "notes_for_admin": "hello"})
@@ -567,7 +634,9 @@ def test_user_and_service_functions_document_their_credentials(served_document):
                         "/calendar-sync": [{"serviceKey": []}, {"secretKey": []}],
                         "/recurring-dispatcher": [{"serviceKey": []}, {"secretKey": []}],
                         "/token-cancel": [], "/intake-form": [{"userToken": []}],
-                        "/notifications": [{"serviceKey": []}, {"secretKey": []}]}
+                        "/notifications": [{"serviceKey": []}, {"secretKey": []}],
+                        "/recording-url": [{"userToken": []}],
+                        "/recording-expiry": [{"serviceKey": []}, {"secretKey": []}]}
     assert served_document["paths"]["/intake-form"]["get"]["security"] == [{"userToken": []}]
     schemes = served_document["components"]["securitySchemes"]
     assert {name: (scheme["type"], scheme.get("scheme") or scheme.get("in"), scheme.get("bearerFormat") or scheme["name"])

@@ -16,12 +16,13 @@ from shared.booking import SESSION_TYPES
 from shared.booking_cancel import MAX_REASON_LENGTH, SUCCESS_MESSAGE
 from shared.errors import (
     SLOT_UNAVAILABLE_REASONS, AlreadyCancelled, AppError, BookingInPast, CalendarUnavailable, CancellationTooLate,
-    Forbidden, InternalError, InvalidRequest, NotFound, PayloadTooLarge, SlotUnavailable, Unauthorized,
-    UnsupportedMediaType,
+    Forbidden, InternalError, InvalidRequest, NotFound, PayloadTooLarge, RecordingExpired, SlotUnavailable,
+    StorageUnavailable, Unauthorized, UnsupportedMediaType,
 )
 from shared.inputs import MAX_BODY_BYTES, MOMENT_YEARS
 from shared.ops import intake_openapi
 from shared.ops.demo import SPECIALIST_ID as DEMO_SPECIALIST_ID
+from shared.storage.links import MAX_LINK_SECONDS
 
 OPENAPI_VERSION = "3.1.0"
 LOCAL_SERVER = "http://127.0.0.1:8000/functions/v1"
@@ -281,6 +282,39 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "dry_run": {"type": "boolean"},
             },
         },
+        "RecordingLinkRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["recording_id"],
+            "properties": {
+                "recording_id": {"type": "string", "format": "uuid",
+                                 "description": "the meeting_recordings row's id"},
+            },
+        },
+        "RecordingLink": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["success", "signed_url", "expires_at"],
+            "properties": {
+                "success": {"const": True},
+                "signed_url": {"type": "string", "format": "uri",
+                               "description": "fetches the file with no credentials until expires_at; a bearer "
+                                              "credential: do not store or share it"},
+                "expires_at": {"type": "string", "format": "date-time",
+                               "description": f"when the link stops working: at most {MAX_LINK_SECONDS // 3600} "
+                                              "hours away, never after the recording's own expiry"},
+            },
+        },
+        "RecordingExpiryReport": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["success", "removed"],
+            "properties": {
+                "success": {"const": True},
+                "removed": {"type": "integer", "minimum": 0,
+                            "description": "recordings whose files were removed and rows marked now"},
+            },
+        },
     }
 
     schemas.update(intake_openapi.schemas())
@@ -456,6 +490,43 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "summary": "This document",
             "security": [],
             "responses": _ok("The OpenAPI 3.1 description of the functions", "OpenApiDocument"),
+    recording_url = {
+        "post": {
+            "operationId": "recordingUrl",
+            "summary": "A party of the session (or an admin) gets a short-lived link to its recording",
+            "description": f"Who may have it is decided by the access rules of `meeting_recordings`, evaluated as "
+                           f"the caller; a recording the caller may not read answers NOT_FOUND, exactly like one "
+                           f"that does not exist. The link lives at most {MAX_LINK_SECONDS // 3600} hours and never "
+                           "past the recording's `expires_at`; it is signed by Storage, audited, and never stored.",
+            "security": USER_SECURITY,
+            "requestBody": _json_body("RecordingLinkRequest", {"recording_id": "3c9d2e1f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"}),
+            "responses": {
+                **_ok("The link", "RecordingLink"),
+                **_errors(
+                    INVALID, UNAUTHORIZED_USER,
+                    (Forbidden, "anonymous accounts cannot have links"),
+                    (NotFound, "no such recording among those the caller may read, or its file is missing"),
+                    (RecordingExpired, "the recording is past its expiry; its file is deleted"),
+                    TOO_LARGE, NOT_JSON, INTERNAL,
+                    (StorageUnavailable, "Storage did not sign the link; nothing was issued"),
+                ),
+            },
+        },
+    }
+    recording_expiry = {
+        "post": {
+            "operationId": "recordingExpiry",
+            "summary": "Removes the files of expired recordings, then marks their rows (service; pg_cron, daily)",
+            "description": "Batch by batch: the files past `expires_at` are removed from Storage, then their rows "
+                           "get `deleted_at` (kept as the record). A batch Storage refuses stays for the next run; "
+                           "overlapping runs remove each file once. The request body is ignored.",
+            "security": SERVICE_SECURITY,
+            "responses": {
+                **_ok("What was removed", "RecordingExpiryReport"),
+                **_errors(UNAUTHORIZED_SERVICE, INTERNAL,
+                          (StorageUnavailable, "Storage failed; what was removed before is marked, the rest "
+                                               "is retried on the next run")),
+            },
         },
     }
 
@@ -481,6 +552,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "/health": health,
             "/openapi.json": openapi_document,
             "/notifications": notifications,
+            "/recording-url": recording_url,
+            "/recording-expiry": recording_expiry,
         },
         "components": {
             "securitySchemes": {
