@@ -573,6 +573,15 @@ PROBES: dict[str, list[Probe]] = {
         # No SMTP_URL in the bundle's environment: email is off, and says so.
         Probe("POST", "/", b"", {"Authorization": SERVICE_KEY}, 200, '"email":"off"'),
     ],
+    "recording-url": [
+        Probe("POST", "/", *_json({"recording_id": str(uuid.uuid4())}), 401, '"error":"UNAUTHORIZED"'),
+        Probe("POST", "/", *_json({}, Authorization=UNKNOWN_USER), 401, "No profile for this user"),
+    ],
+    "recording-expiry": [
+        Probe("POST", "/", b"", {}, 401, '"error":"UNAUTHORIZED"'),
+        # Nothing is due, so Storage is never asked (and need not be configured here).
+        Probe("POST", "/", b"", {"Authorization": SERVICE_KEY}, 200, '"removed":0'),
+    ],
     "token-cancel": [
         Probe("GET", "/", None, {}, 404, "This cancellation link is not valid"),
         Probe("GET", "/?token=forged.token", None, {}, 404, "This cancellation link is not valid"),
