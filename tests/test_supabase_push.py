@@ -505,7 +505,8 @@ def test_cron_jobs_are_scheduled_when_pg_cron_is_enabled(pushed: Push, supabase_
         jobs = dict(conn.execute("select jobname, schedule from cron.job").fetchall())
         owners = {row[0] for row in conn.execute("select username from cron.job")}
     assert jobs == {"dispatch-recurring": "0 2 * * *", "calendar-sync": "* * * * *",
-                    "cleanup-job-history": "17 3 * * *", "notifications": "* * * * *"}
+                    "cleanup-job-history": "17 3 * * *", "notifications": "* * * * *",
+                    "recording-expiry": "41 3 * * *"}
     assert owners == {"postgres"}
 
 
