@@ -5,6 +5,9 @@ at once remove each object once. The real supabase client talks to the fake Stor
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -255,3 +258,19 @@ def test_the_jobs_command_calls_the_served_function_with_the_service_key(
     assert (result["status_code"], result["failed"]) == (200, False)
     assert all(at is not None for at in marked(committed_db, due).values())
     assert not any(storage.exists(BUCKET, r["storage_path"]) for r in due)
+
+
+# -- the benchmark ---------------------------------------------------------------------------------------
+
+def test_the_recordings_benchmark_runs_in_its_small_mode() -> None:
+    """`python -m tests.bench.recordings --small` end to end: its own cluster, Storage and server."""
+    run = subprocess.run([sys.executable, "-m", "tests.bench.recordings", "--small"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^links: 96 succeeded, 0 failed$", run.stdout, re.M), run.stdout
+    assert re.search(r"^checked: 100 links audited$", run.stdout, re.M), run.stdout
+    assert re.search(r"^expiry: 400 recordings removed and marked in [\d.]+ s \(HTTP 200\), 4 Storage removal calls$",
+                     run.stdout, re.M), run.stdout
+    assert re.search(r"^checked: 400 rows kept, 0 unmarked, 400 files removed once each: True$", run.stdout, re.M)
+    assert re.search(r"^latency ms: p50 [\d.]+, p95 [\d.]+", run.stdout, re.M), run.stdout

@@ -6,11 +6,9 @@ each test runs through functions-framework's app and through the served process.
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit

@@ -1,5 +1,5 @@
 """What the function benchmarks run against: a throwaway migrated cluster, the
-local Calendar API server, and every function served in a gunicorn subprocess."""
+local Calendar API and Storage servers, and every function served in a gunicorn subprocess."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from shared.ops.localpg import LocalCluster, free_port
 from shared.ops.migrate import migrate
 from tests.calendar_server import FakeCalendarServer
 from tests.functions_fixtures import ServedFunctions, served_environment
+from tests.storage_fixtures import storage_environment
+from tests.storage_server import FakeStorageServer
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Stack:
     calendar: FakeCalendarServer
     served: ServedFunctions
     jwt_secret: str
+    storage: FakeStorageServer | None = None
 
 
 @contextmanager
@@ -30,6 +33,7 @@ def served_stack(threads: int) -> Iterator[Stack]:
     jwt_secret = "bench-jwt-secret-" + uuid.uuid4().hex
     cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="therapy-bench-pg-")), fast=True)
     calendar = FakeCalendarServer()
+    storage = FakeStorageServer(jwt_secret=jwt_secret).start()
     served = None
     try:
         cluster.init()
@@ -43,10 +47,12 @@ def served_stack(threads: int) -> Iterator[Stack]:
             calendar_api_url=calendar.api_url, service_account=calendar.make_service_account(),
             jwt_secret=jwt_secret, link_secret="bench-link-secret-" + uuid.uuid4().hex,
             GOOGLE_CALENDAR_TIMEOUT_SECONDS="10", GOOGLE_CALENDAR_NUM_RETRIES="3",
+            **storage_environment(storage, jwt_secret),
         ), threads=threads).start()
-        yield Stack(url, calendar, served, jwt_secret)
+        yield Stack(url, calendar, served, jwt_secret, storage)
     finally:
         if served is not None:
             served.stop()
         calendar.stop()
+        storage.stop()
         cluster.destroy()
