@@ -17,6 +17,7 @@ import functions_framework
 import jwt
 import psycopg
 import pytest
+from psycopg import sql
 
 from shared.storage.links import MAX_LINK_SECONDS
 from tests.functions_fixtures import AppClient, FunctionClient, FunctionsEnv, ServedClient, bearer, service_bearer
@@ -156,6 +157,22 @@ def test_access_follows_the_policies_when_an_admin_is_demoted(
     assert ask(app_api, practice["admin"], row["id"]).status == 200
     committed_db.execute("update public.profiles set role = 'client' where id = %s", [practice["admin"].id])
     assert ask(app_api, practice["admin"], row["id"]).status == 404
+
+
+def test_the_answer_follows_the_policies_of_the_table_not_code_of_its_own(
+        app_api, practice, past_session, recording, storage, committed_db):
+    """A policy added to meeting_recordings changes who gets a link, with no change to the function."""
+    row = recording(past_session)
+    outsider = practice["other specialist"]
+    assert ask(app_api, outsider, row["id"]).status == 404
+    committed_db.execute(sql.SQL(
+        """create policy "Test: one specialist reads every recording" on public.meeting_recordings
+           for select to authenticated using ((select auth.uid()) = {}::uuid)""").format(sql.Literal(str(outsider.id))))
+    try:
+        assert ask(app_api, outsider, row["id"]).status == 200
+    finally:
+        committed_db.execute('drop policy "Test: one specialist reads every recording" on public.meeting_recordings')
+    assert ask(app_api, outsider, row["id"]).status == 404
 
 
 # -- how long a link lives ------------------------------------------------------------------------------
