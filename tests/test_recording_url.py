@@ -327,3 +327,28 @@ def test_bad_input_is_refused_naming_the_field(body, field, recording_url_api, p
     assert (answer.status, answer.json()["error"], answer.json()["details"]) == (400, "INVALID_REQUEST",
                                                                                  {"field": field})
     assert storage.recorded() == []
+
+
+# -- settings -----------------------------------------------------------------------------------------
+
+def test_storage_settings_are_read_with_their_default_bucket():
+    from shared.settings import load_settings
+    settings = load_settings({"SUPABASE_URL": "https://ref.supabase.co/", "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_x"})
+    assert (settings.supabase_url, settings.supabase_service_role_key, settings.recordings_bucket) == (
+        "https://ref.supabase.co", "sb_secret_x", "meeting-recordings")
+    assert load_settings({"RECORDINGS_BUCKET": "archive"}).recordings_bucket == "archive"
+
+
+def test_a_supabase_url_without_its_scheme_is_refused_naming_the_variable():
+    from shared.settings import SettingsError, load_settings
+    with pytest.raises(SettingsError, match=r"^SUPABASE_URL must be an http\(s\) URL \(https://<ref>\.supabase\.co\), "
+                                            r"got 'ref\.supabase\.co'$"):
+        load_settings({"SUPABASE_URL": "ref.supabase.co"})
+
+
+def test_without_storage_settings_a_link_is_an_operators_error(app_api, functions_env, practice, past_session,
+                                                               recording):
+    row = recording(past_session)
+    functions_env.set(SUPABASE_URL=None)
+    answer = ask(app_api, practice["client"], row["id"])
+    assert (answer.status, answer.json()["error"]) == (500, "INTERNAL_ERROR")
