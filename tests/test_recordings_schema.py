@@ -151,7 +151,9 @@ def test_a_retention_out_of_range_is_refused(db, value):
 def test_the_retention_comes_from_the_environment(db):
     assert practice_settings.apply(db, {"RECORDING_RETENTION_DAYS": "90"}) == {"recording_retention_days": "90"}
     assert practice_settings.current(db)["recording_retention_days"] == 90
-    practice_settings.apply(db, {"RECORDING_RETENTION_DAYS": ""})
+    practice_settings.apply(db, {"RECORDING_RETENTION_DAYS": ""})  # empty: left alone
+    assert practice_settings.current(db)["recording_retention_days"] == 90
+    practice_settings.apply(db, {"RECORDING_RETENTION_DAYS": "null"})  # back to keeping recordings
     assert practice_settings.current(db)["recording_retention_days"] is None
 
 
