@@ -490,6 +490,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "summary": "This document",
             "security": [],
             "responses": _ok("The OpenAPI 3.1 description of the functions", "OpenApiDocument"),
+        },
+    }
     recording_url = {
         "post": {
             "operationId": "recordingUrl",
