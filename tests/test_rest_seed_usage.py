@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from postgrest.exceptions import APIError
 
+from tests.storage_fixtures import recording_path
 from tests.support import create_person
 
 pytestmark = pytest.mark.slow
@@ -200,10 +201,13 @@ def test_provider_writes_notes_and_patient_reads_them_with_the_embedded_session(
 def test_recording_metadata_is_read_by_the_session_parties_with_single(people, session_of, supabase_as):
     session = session_of(people["specialist"], people["client"], starts_in=timedelta(hours=-2))
     booking_id = str(session["id"])
+    # Seed 002's example path (sessions/2025-11/booking-xyz.mp4) made to name its own session,
+    # as the database requires (sql/0045_recordings.sql).
+    path = recording_path(session, "booking-xyz.mp4")
     supabase_as(people["admin"]).from_("meeting_recordings").insert({
         "booking_id": booking_id,
         "recording_url": "https://storage.example.test/signed/abc",
-        "storage_path": "sessions/2025-11/booking-xyz.mp4",
+        "storage_path": path,
         "duration_seconds": 3600,
         "storage_size_bytes": 524288000,
         "file_format": "mp4",
@@ -214,7 +218,7 @@ def test_recording_metadata_is_read_by_the_session_parties_with_single(people, s
     for party in ("client", "specialist"):
         recording = (supabase_as(people[party]).from_("meeting_recordings").select("*")
                      .eq("booking_id", booking_id).single().execute())
-        assert recording.data["storage_path"] == "sessions/2025-11/booking-xyz.mp4"
+        assert recording.data["storage_path"] == path
 
     with pytest.raises(APIError) as none:
         (supabase_as(people["other_client"]).from_("meeting_recordings").select("*")
