@@ -124,11 +124,13 @@ GRID = [
     ("recurring_bookings", "update", DENIED, ALLOWED, NONE, ALLOWED, NONE, ALLOWED),  # A→S
     ("recurring_bookings", "delete", DENIED, ALLOWED, NONE, NONE, NONE, ALLOWED),
 
-    # sessions: read by their parties and admins; written only by the functions
+    # sessions: read by their parties and admins; written by the functions, except attendance:
+    # its specialist (or an admin) records it on A's past session with S (sql/0060; only that
+    # column is granted: tests/test_attendance.py)
     ("sessions", "select",
      DENIED, OWN("sessions_as"), OWN("sessions_bt"), OWN("sessions_as"), OWN("sessions_bt"), ALL),
     ("sessions", "insert", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
-    ("sessions", "update", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
+    ("sessions", "update", DENIED, NONE, NONE, ALLOWED, NONE, ALLOWED),
     ("sessions", "delete", DENIED, DENIED, DENIED, DENIED, DENIED, DENIED),
 
     ("booking_status_history", "select",
@@ -301,7 +303,7 @@ WRITE_TARGETS = {
     "specialist_availability_exceptions": (lambda w: w.id("exception_s"), "reason", "training"),
     "booking_packages": (lambda w: w.id("package_s_active"), "name", "Renamed package"),
     "recurring_bookings": (lambda w: w.id("recurring_as"), "is_active", False),
-    "sessions": (lambda w: w.id("session_as_upcoming"), "special_requests", "Changed"),
+    "sessions": (lambda w: w.id("session_as_past"), "attendance", "attended"),
     "booking_status_history": (lambda w: min(w.rows["history_as"]), "reason", "Changed"),
     "booking_cancellations": (lambda w: w.id("cancellation_as"), "reason", "Changed"),
     "session_notes": (lambda w: w.id("note_as"), "notes", "Rewritten"),
@@ -543,6 +545,7 @@ def test_nothing_outside_public_is_reachable_by_api_roles(db):
 # The RPC functions the API offers on purpose, each with the tests that hold it to what it may reveal.
 PUBLIC_RPCS = {
     "available_slots": "free start and end times only (tests/test_booking_rules.py, test_available_slots_property.py)",
+    "session_analytics": "a specialist's own rows, an admin's all, others none (tests/test_session_analytics.py)",
 }
 
 
