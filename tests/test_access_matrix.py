@@ -576,6 +576,6 @@ def test_the_guards_notice_a_new_table_policy_or_grant(db):
     assert no_rls == ["access_probe_open"]
 
     widened = dict(MATRIX)
-    widened[("sessions", "client_a", "update")] = NONE  # the matrix claims a privilege that is not granted
-    assert any(p.startswith("sessions/client_a/update: authenticated lacks UPDATE")
+    widened[("sessions", "client_a", "delete")] = NONE  # the matrix claims a privilege that is not granted
+    assert any(p.startswith("sessions/client_a/delete: authenticated lacks DELETE")
                for p in grant_disagreements(db, widened))

@@ -113,9 +113,10 @@ def test_attendance_cannot_be_set_on_a_cancelled_session(db, make_session, speci
         assert (result.sqlstate, result.message) == ("TB020", CANCELLED.format(session["id"]))
 
 
-def test_attendance_is_frozen_7_days_after_the_end(db, make_session, specialist_s, specialist_t, client_a, admin):
+def test_attendance_is_frozen_7_days_after_the_end(db, make_session, specialist_s, specialist_t, client_a, client_b,
+                                                   admin):
     old = make_session(specialist_s, client_a, starts_in=timedelta(days=-7, minutes=-51), minutes=50)
-    recent = make_session(specialist_t, client_a, starts_in=timedelta(days=-7, minutes=-49), minutes=50)
+    recent = make_session(specialist_t, client_b, starts_in=timedelta(days=-7, minutes=-49), minutes=50)
     for person in (specialist_s, admin):
         result = record(db, person, old["id"])
         assert (result.sqlstate, result.message) == ("TB022", FROZEN)
