@@ -230,3 +230,40 @@ def test_admin_pages_stay_under_postgrests_1000_rows(db, practice):
 def test_bad_ranges_are_refused_with_a_sentence(db, practice, from_date, to_date, message):
     result = attempt(db, practice.s, "select * from public.session_analytics(%s, %s)", [from_date, to_date])
     assert (result.sqlstate, result.message) == ("22023", message)
+
+
+def test_available_minutes_agree_with_the_booking_rules_hours(db, practice):
+    """The set-based hours of the analytics are private.specialist_hours' (sql/0019), day by day:
+    overlapping windows, an inactive one, exceptions on both DST nights, in three timezones."""
+    s = practice.s
+    u = create_person(db, "specialist", timezone="America/New_York")
+    for who, dow, start, end, active in ((s, 1, time(16), time(19), True),   # overlaps Monday 09:00-17:00
+                                         (s, 2, time(8), time(9), False),
+                                         (u, 0, time(1), time(3), True),      # 2 November 2025: 01:00-02:00 twice
+                                         (u, 0, time(2), time(4), True),
+                                         (u, 6, time(22), time(23, 59), True)):
+        db.execute("insert into public.availability_windows (specialist_id, day_of_week, start_time, end_time,"
+                   " is_active) values (%s, %s, %s, %s, %s)", [who.id, dow, start, end, active])
+    for who, day, available, start, end in ((u, date(2025, 3, 9), False, time(2), time(3)),
+                                            (u, date(2025, 11, 2), True, time(0), time(6)),
+                                            (s, date(2025, 3, 30), True, None, None),
+                                            (s, date(2025, 10, 26), False, time(2), time(3))):
+        db.execute("insert into public.specialist_availability_exceptions (specialist_id, exception_date,"
+                   " is_available, all_day, start_time, end_time) values (%s, %s, %s, %s, %s, %s)",
+                   [who.id, day, available, start is None, start, end])
+    rows = analytics(db, practice.admin, date(2025, 1, 1), date(2025, 12, 31))
+    by_rules = {(r["id"], r["month"]): r["minutes"] for r in db.execute(
+        """
+        select p.id, m::date as month,
+               (select coalesce(sum(extract(epoch from upper(h) - lower(h))), 0) / 60
+                from unnest(private.specialist_hours(p.id, p.timezone, m::date,
+                                                     (m + interval '1 month')::date - 1, 'all')) h)::integer as minutes
+        from public.profiles p
+        cross join generate_series('2025-01-01'::timestamp, '2025-12-01', interval '1 month') m
+        where p.role = 'specialist'
+        """)}
+    assert len(rows) == len(by_rules) == 3 * 12
+    assert {(r["specialist_id"], r["month"]): r["available_minutes"] for r in rows} == by_rules
+    # October: + 17:00-19:00 on four Mondays (the overlap counts once), - 02:00-03:00 on the 26th,
+    # an hour that happens twice that night (02:00 CEST to 03:00 CET): 120 real minutes.
+    assert by_rules[(s.id, date(2025, 10, 1))] == 2820 + 4 * 120 - 120

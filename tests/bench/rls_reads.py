@@ -168,8 +168,8 @@ SEED_STEPS: list[Step] = [
         where cancelled
         order by k
     """, """
-        insert into public.booking_cancellations (booking_id, cancelled_by, reason, created_at)
-        select id, cancelled_by, cancellation_reason, cancelled_at
+        insert into public.booking_cancellations (booking_id, cancelled_by, reason, created_at, cancelled_by_party, late)
+        select id, cancelled_by, cancellation_reason, cancelled_at, 'client', starts_at < cancelled_at + interval '48 hours'
         from public.sessions where status = 'cancelled' and booking_reference like 'BK-BENCH-%%'
     """, """
         insert into public.booking_status_history (session_id, from_status, to_status, changed_by, reason, changed_at)
