@@ -244,3 +244,14 @@ def test_the_minimum_notice_still_refuses_inside_the_late_window(db, make_sessio
     assert caught.value.sqlstate == "TB006"
     assert cancel(db, make_session(specialist_s, client_a, starts_in=timedelta(hours=3))["id"],
                   client_a.id) == {"cancelled_by_party": "client", "late": True}
+
+
+def test_the_late_window_comes_from_the_environment_like_every_practice_setting(db):
+    from shared.ops import practice_settings
+
+    assert practice_settings.current(db)["late_cancellation_hours"] == 48
+    assert practice_settings.apply(db, {"LATE_CANCELLATION_HOURS": "24"}) == {"late_cancellation_hours": "24"}
+    assert practice_settings.current(db)["late_cancellation_hours"] == 24
+    with pytest.raises(practice_settings.PracticeSettingsError) as refused:
+        practice_settings.apply(db, {"LATE_CANCELLATION_HOURS": "-1"})
+    assert str(refused.value) == "LATE_CANCELLATION_HOURS='-1' is out of range for late_cancellation_hours"
