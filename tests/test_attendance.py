@@ -255,3 +255,57 @@ def test_the_late_window_comes_from_the_environment_like_every_practice_setting(
     with pytest.raises(practice_settings.PracticeSettingsError) as refused:
         practice_settings.apply(db, {"LATE_CANCELLATION_HOURS": "-1"})
     assert str(refused.value) == "LATE_CANCELLATION_HOURS='-1' is out of range for late_cancellation_hours"
+
+
+# -- through the functions: the link and booking-cancel classify as the database says ------------
+
+def test_the_functions_cancellations_are_classified(functions_api, functions_env, committed_db, bookable_specialist):
+    from urllib.parse import parse_qs, urlencode
+
+    from tests.functions_fixtures import bearer, fetch
+
+    client = create_person(committed_db, "client", timezone="Europe/Berlin")
+    specialist = bookable_specialist(full_name="Dr Late Window", calendar_id="late.window@clinic.test")
+    booked = []
+    for days in (2, 3):
+        answer = functions_api.booking_create.post_json(
+            {"specialist_id": str(specialist.id), "starts_at": specialist.slot(days_ahead=days).isoformat()},
+            headers=bearer(client))
+        assert answer.status == 200, answer.text
+        booked.append(answer.json())
+
+    # The first through its emailed link (as the client), the second by the specialist through booking-cancel.
+    query = functions_api.link(booked[0]["cancel_url"])
+    form = {"body": urlencode({"token": parse_qs(query)["token"][0]}),
+            "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+    # Both sessions lie inside a 10-day late window (the settings row is shared: restored after).
+    committed_db.execute("update private.practice_settings set late_cancellation_hours = 240")
+    try:
+        done = (fetch(booked[0]["cancel_url"], "POST", **form) if functions_api.transport == "served"
+                else functions_api.token_cancel.request("POST", query=query, **form))
+        assert done.status == 200, done.text
+        answer = functions_api.booking_cancel.post_json({"booking_id": booked[1]["session_id"], "reason": "Unwell"},
+                                                        headers=bearer(specialist.person))
+        assert answer.status == 200, answer.text
+    finally:
+        committed_db.execute("update private.practice_settings set late_cancellation_hours = 48")
+
+    rows = committed_db.execute("select booking_id::text as id, cancelled_by_party, late"
+                                " from public.booking_cancellations").fetchall()
+    assert {r["id"]: (r["cancelled_by_party"], r["late"]) for r in rows} == {
+        booked[0]["session_id"]: ("link", True),           # the client, through the emailed link
+        booked[1]["session_id"]: ("specialist", False),    # late is the client's only
+    }
+
+
+def test_the_refusals_come_from_the_trigger_and_the_grant(db, make_session, specialist_s, client_a):
+    """The checks above can fail: without the trigger attendance goes in before the end;
+    with a wider grant the specialist rewrites another column."""
+    running = make_session(specialist_s, client_a, starts_in=timedelta(minutes=-10), minutes=50)
+    db.execute("create or replace function private.guard_attendance() returns trigger language plpgsql as"
+               " $$ begin new.attendance_recorded_at := now(); return new; end $$")  # stamps, checks nothing
+    db.execute("grant update (special_requests) on public.sessions to authenticated")
+    assert record(db, specialist_s, running["id"]).rowcount == 1
+    widened = attempt(db, specialist_s, "update public.sessions set special_requests = 'x' where id = %s",
+                      [running["id"]])
+    assert (widened.error, widened.rowcount) == (None, 1)
