@@ -6,7 +6,7 @@ deletes one whose file Supabase Storage still lists; truncating either table is 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import psycopg
 import pytest
@@ -26,9 +26,14 @@ def note(db, past_session, specialist_s) -> dict:
     return insert_row(db, "session_notes", booking_id=past_session["id"], provider_id=specialist_s.id, notes=NOTE_TEXT)
 
 
+def path_of(session: dict) -> str:
+    """The bucket's layout, which the database requires (sql/0045): sessions/<yyyy-mm>/<session id>…"""
+    return f"sessions/{session['starts_at'].astimezone(timezone.utc):%Y-%m}/{session['id']}.mp4"
+
+
 @pytest.fixture
 def recording(db, past_session) -> dict:
-    row = insert_row(db, "meeting_recordings", booking_id=past_session["id"], storage_path="recordings/a/1.mp4",
+    row = insert_row(db, "meeting_recordings", booking_id=past_session["id"], storage_path=path_of(past_session),
                      file_format="mp4", duration_seconds=3000)
     db.execute("update public.meeting_recordings set created_at = now() - interval '1 day' where id = %s", [row["id"]])
     return row
@@ -84,7 +89,7 @@ def test_the_api_roles_cannot_delete_a_recording_even_with_a_broad_grant(db, rec
                                                  "expires_at to now and the expiry job removes the file, then the row.")
 
 
-def test_the_service_deleting_a_recording_whose_file_is_gone_is_audited(db, recording) -> None:
+def test_the_service_deleting_a_recording_whose_file_is_gone_is_audited(db, recording, past_session) -> None:
     with as_service_role(db):
         db.execute("select set_config('app.channel', 'recordings-expiry', true)")
         db.execute("delete from public.meeting_recordings where id = %s", [recording["id"]])
@@ -92,7 +97,7 @@ def test_the_service_deleting_a_recording_whose_file_is_gone_is_audited(db, reco
 
     assert (row["action"], row["actor_role"], row["entity_type"]) == ("meeting_recording_deleted", "service",
                                                                       "meeting_recording")
-    assert row["old_values"]["storage_path"] == "recordings/a/1.mp4"
+    assert row["old_values"]["storage_path"] == path_of(past_session)
     assert row["new_values"] == {"channel": "recordings-expiry"}
 
 
@@ -100,7 +105,8 @@ def test_a_recording_row_stays_while_storage_still_lists_its_file(db, recording)
     # Supabase Storage's own table, as it is in a Supabase database (the columns used here).
     db.execute("create schema storage")
     db.execute("create table storage.objects (id uuid primary key default gen_random_uuid(), bucket_id text, name text)")
-    db.execute("insert into storage.objects (bucket_id, name) values ('recordings', 'a/1.mp4')")
+    db.execute("insert into storage.objects (bucket_id, name) values ('meeting-recordings', %s)",
+               [recording["storage_path"]])
 
     with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
         with db.transaction():

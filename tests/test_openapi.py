@@ -61,6 +61,7 @@ PAGE_TITLES = {
     "invalid": "This cancellation link is not valid",
     "too many attempts": "Too many attempts",
     "error": "Something went wrong",
+    "too large": "This request is too large",
 }
 
 
@@ -209,6 +210,10 @@ def _link(kind: str, method: str) -> Callable[[Scene], Answer]:
             return send(scene, scene.app("token-cancel", CANCELLATION_LINK_SECRET=None), "token=forged")
         if kind == "invalid":
             return send(scene, scene.served("token-cancel"), "token=forged")
+        if kind == "too large":  # a form over token-cancel's 1 KiB cap
+            return scene.served("token-cancel").request(
+                "POST", body=urlencode({"token": "t" * 2048}),
+                headers={"Content-Type": "application/x-www-form-urlencoded"})
         if kind == "too many attempts":
             address = f"203.0.113.{uuid.uuid4().int % 250 + 1}"
             for _ in range(10):
@@ -318,6 +323,7 @@ SCENARIOS = {
        for kind, status, page in ((first, 200, first), ("invalid", 404, "invalid"),
                                   ("already cancelled", 409, "already cancelled"), ("started", 409, "started"),
                                   ("too many attempts", 429, "too many attempts"), ("error", 500, "error"))},
+    "confirming a link: too large": Scenario("/token-cancel", "post", 413, "too large", _link("too large", "POST")),
     # calendar-sync
     "the scheduler retrying deletions": Scenario("/calendar-sync", "post", 200, "success",
                                                  _post("calendar-sync", {}, headers=_as_service)),

@@ -408,7 +408,9 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     "schema": {"type": "object", "properties": {"token": {"type": "string"}}},
                 }},
             },
-            "responses": {"200": _page("The session is cancelled"), **link_pages},
+            "responses": {"200": _page("The session is cancelled"), **link_pages,
+                          "413": _page("The form is larger than a link's form can be (1 KiB): nothing is read "
+                                       "or changed")},
         },
     }
     calendar_sync = {
