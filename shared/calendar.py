@@ -45,6 +45,7 @@ __all__ = [
     "CalendarError",
     "CalendarGateway",
     "CalendarSession",
+    "EventMove",
     "EventRef",
     "EventResult",
     "create_events_batch",
@@ -52,6 +53,8 @@ __all__ = [
     "delete_events_batch",
     "delete_session_event",
     "event_body",
+    "patch_events_batch",
+    "patch_session_event",
     "event_id_for",
     "get_gateway",
     "reset_gateway",
@@ -75,7 +78,7 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 # re-sends). Looked up at call time so tests can replace it with a no-op.
 backoff_sleep: Callable[[float], None] = time.sleep
 
-Outcome = Literal["created", "already_existed", "deleted", "already_gone", "disabled", "failed"]
+Outcome = Literal["created", "already_existed", "deleted", "already_gone", "patched", "disabled", "failed"]
 
 
 class CalendarError(CalendarUnavailable):
@@ -110,6 +113,17 @@ class EventRef:
 
     calendar_id: str
     event_id: str
+    specialist_email: str | None = None
+
+
+@dataclass(frozen=True)
+class EventMove:
+    """An existing event and the times it must show (a moved session)."""
+
+    calendar_id: str
+    event_id: str
+    starts_at: datetime
+    ends_at: datetime
     specialist_email: str | None = None
 
 
@@ -169,6 +183,13 @@ def event_body(session: CalendarSession) -> dict[str, Any]:
         "visibility": "private",
         "transparency": "opaque",
     }
+
+
+def event_times(starts_at: datetime, ends_at: datetime) -> dict[str, Any]:
+    """The part of an event a move changes: its start and end, nothing else."""
+    if ends_at <= starts_at:
+        raise ValueError(f"an event cannot end ({ends_at}) before it starts ({starts_at})")
+    return {"start": {"dateTime": _rfc3339(starts_at, "starts_at")}, "end": {"dateTime": _rfc3339(ends_at, "ends_at")}}
 
 
 def _status_of(exc: HttpError) -> int:
@@ -340,6 +361,24 @@ class CalendarGateway:
             raise self._http_failure(exc, action) from exc
         return EventResult("deleted", event_id)
 
+    def patch_session_event(self, move: EventMove) -> EventResult:
+        """Move an event to new times (events.patch: only start and end are sent); an event
+        that is gone (410) or was never created (404) has nothing to move, which is success."""
+        if not self.enabled:
+            self._note_disabled()
+            return EventResult("disabled", None)
+        action = f"moving event {move.event_id}"
+        service = self._service(self._subject(move.specialist_email, move.event_id))
+        request = service.events().patch(calendarId=move.calendar_id, eventId=move.event_id,
+                                         body=event_times(move.starts_at, move.ends_at), sendUpdates="none")
+        try:
+            self._execute(request, action)
+        except HttpError as exc:
+            if _status_of(exc) in (404, 410):
+                return EventResult("already_gone", move.event_id)
+            raise self._http_failure(exc, action) from exc
+        return EventResult("patched", move.event_id)
+
     # -- batches --
 
     def create_events_batch(self, sessions: Sequence[CalendarSession]) -> list[BatchItemResult]:
@@ -381,6 +420,26 @@ class CalendarGateway:
             for i, ref in enumerate(refs)
         ]
         return self._run_batches(items, "deleting events")
+
+    def patch_events_batch(self, moves: Sequence[EventMove]) -> list[BatchItemResult]:
+        """Move many events in batches of at most 50; a result per event, in order."""
+        bodies = [event_times(move.starts_at, move.ends_at) for move in moves]
+        items = [
+            _BatchItem(
+                index=i,
+                calendar_id=move.calendar_id,
+                event_id=move.event_id,
+                specialist_email=move.specialist_email,
+                make_request=lambda service, m=move, b=body: service.events().patch(
+                    calendarId=m.calendar_id, eventId=m.event_id, body=b, sendUpdates="none"
+                ),
+                done_outcome="patched",
+                repeat_statuses=frozenset({404, 410}),
+                repeat_outcome="already_gone",
+            )
+            for i, (move, body) in enumerate(zip(moves, bodies, strict=True))
+        ]
+        return self._run_batches(items, "moving events")
 
     def _run_batches(self, items: list[_BatchItem], action: str) -> list[BatchItemResult]:
         if not self.enabled:
@@ -512,6 +571,16 @@ def create_session_event(session: CalendarSession) -> EventResult:
 def delete_session_event(calendar_id: str, event_id: str, *, specialist_email: str | None = None) -> EventResult:
     """Delete an event (idempotent). Raises CalendarError when Google keeps failing."""
     return get_gateway().delete_session_event(calendar_id, event_id, specialist_email=specialist_email)
+
+
+def patch_session_event(move: EventMove) -> EventResult:
+    """Move an event to new times (idempotent). Raises CalendarError when Google keeps failing."""
+    return get_gateway().patch_session_event(move)
+
+
+def patch_events_batch(moves: Sequence[EventMove]) -> list[BatchItemResult]:
+    """Move events in batches of at most 50; never raises for per-item failures."""
+    return get_gateway().patch_events_batch(moves)
 
 
 def create_events_batch(sessions: Sequence[CalendarSession]) -> list[BatchItemResult]:

@@ -72,12 +72,17 @@ def attempt_deletion(session_id: uuid.UUID) -> bool:
 
 
 def run_job() -> dict[str, int]:
-    """The calendar-sync job: due deletions, then events still to create (made by a
-    dispatch while the calendar was failing), then the report of stuck deletions."""
+    """The calendar-sync job: due deletions, then due moves of events (rescheduled
+    sessions), then events still to create (made by a dispatch while the calendar was
+    failing), then the report of deletions and moves stuck for a day."""
+    from shared.rescheduling import calendar_patches  # it imports this module's backoff
+
     deletions = process_due()
+    moves = calendar_patches.process_due()
     creations = create_pending_events()
-    return {**deletions, "stuck_reported": report_stuck(),
-            "events_created": creations["created"], "events_failed": creations["failed"]}
+    return {**deletions, "stuck_reported": report_stuck() + calendar_patches.report_stuck(),
+            "events_created": creations["created"], "events_failed": creations["failed"],
+            "events_moved": moves["moved"], "moves_failed": moves["failed"]}
 
 
 def process_due(limit: int = 500) -> dict[str, int]:

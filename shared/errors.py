@@ -151,6 +151,15 @@ class CancellationTooLate(AppError):
     default_message = "It is too late to cancel this session; please contact your specialist"
 
 
+class RescheduleTooLate(AppError):
+    """A client moving a session inside the minimum notice (CANCELLATION_MIN_NOTICE_HOURS):
+    moving it away and cancelling would otherwise bypass that notice."""
+
+    code = "RESCHEDULE_TOO_LATE"
+    http_status = 409
+    default_message = "It is too late to move this session; please contact your specialist"
+
+
 class CalendarUnavailable(AppError):
     code = "CALENDAR_UNAVAILABLE"
     http_status = 503

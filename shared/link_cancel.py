@@ -1,7 +1,9 @@
 """Cancelling from the emailed link (token-cancel), with no login.
 
-Mail scanners open every link, so opening it (GET) only shows the session and
-a button; only the POST from that page cancels. The link proves it was issued
+Mail scanners open every link, so opening it (GET) only shows the session, a
+button and the free times to move it to; only a POST from that page cancels
+(or, with ``action=reschedule`` and a chosen ``starts_at``, moves the session:
+shared/rescheduling/link.py). The link proves it was issued
 for the session's client, so the cancellation is recorded in the client's name.
 
 Guessing is slowed down without locking anyone out: a validly signed link is
@@ -26,12 +28,13 @@ from shared import cancellation, db, monitoring, pages
 from shared.errors import AlreadyCancelled, BookingInPast, CancellationTooLate, NotFound, PayloadTooLarge
 from shared.inputs import limit_body, read_body, settle_body
 from shared.links import session_id_from_token
+from shared.rescheduling import link as link_reschedule
 from shared.settings import get_settings
 
 MAX_FAILURES = 10  # invalid links per address …
 FAILURE_WINDOW_MINUTES = 15  # … within this many minutes
 LINK_REASON = "Cancelled by the client through the emailed link"
-MAX_BODY_BYTES = 1024  # the confirm form sends one token of at most 200 characters
+MAX_BODY_BYTES = 1024  # the forms send one token of at most 200 characters (and an action and a time)
 IPV6_PREFIX = 64
 
 
@@ -87,7 +90,8 @@ def _facts(row: dict) -> pages.SessionFacts:
 
 SESSION_QUERY = """
 select s.id, s.client_id, s.status, s.starts_at, s.ends_at, c.timezone, sp.full_name as specialist_name,
-       s.google_calendar_event_id is not null as has_calendar_event
+       s.google_calendar_event_id is not null as has_calendar_event,
+       s.specialist_id, sp.timezone as specialist_timezone
 from public.sessions s
 join public.profiles c on c.id = s.client_id
 join public.profiles sp on sp.id = s.specialist_id
@@ -95,8 +99,10 @@ where s.id = %s
 """
 
 
-def handle(token: str | None, address: str, confirm: bool) -> Page:
-    """Shows (``confirm`` False) or cancels (``confirm`` True) the session of a link."""
+def handle(token: str | None, address: str, confirm: bool, action: str | None = None,
+           choice: str | None = None) -> Page:
+    """Shows (``confirm`` False) or cancels (``confirm`` True) the session of a link; with
+    ``action`` "reschedule", moves it to start at ``choice`` instead."""
     session_id = session_id_from_token(token or "")
     if session_id is None:  # an invalid link: counted, and refused outright past the limit
         key = _client_key(address)
@@ -122,7 +128,10 @@ def handle(token: str | None, address: str, confirm: bool) -> Page:
             refused = cancellation.refusal_of(conn, session_id, cancelled_by=row["client_id"])
         if isinstance(refused, CancellationTooLate):
             return Page(409, pages.too_late(facts, refused.message))
-        return Page(200, pages.confirm(facts, token or ""))
+        return Page(200, pages.confirm(facts, token or "", move_days=link_reschedule.offer(row),
+                                       days_ahead=link_reschedule.DAYS_AHEAD))
+    if action == "reschedule":
+        return Page(*link_reschedule.move(row, token or "", choice, _facts))
     try:
         with db.transaction(actor_id=row["client_id"], channel="token-cancel") as conn:
             cancellation.cancel_session(conn, session_id, cancelled_by=row["client_id"], reason=LINK_REASON)
@@ -158,7 +167,8 @@ def respond(request) -> flask.Response:
             if request.method not in ("GET", "POST"):
                 page = Page(405, pages.method_not_allowed())
             else:
-                page = handle(_token(request), client_address(request), confirm=request.method == "POST")
+                page = handle(_token(request), client_address(request), confirm=request.method == "POST",
+                              action=_form_field(request, "action"), choice=_form_field(request, "starts_at"))
         except PayloadTooLarge:
             page = Page(413, pages.too_large())
         except Exception as exc:  # the caller gets a page; we get the report
@@ -171,6 +181,14 @@ def respond(request) -> flask.Response:
     if page.status == 405:
         headers["Allow"] = "GET, POST"
     return flask.Response(page.html, status=page.status, headers=headers)
+
+
+def _form_field(request, name: str) -> str | None:
+    """A field of the page's form (POST only; the body was read within MAX_BODY_BYTES by _token)."""
+    if request.method != "POST":
+        return None
+    value = request.form.get(name)
+    return value[:100] if value else None
 
 
 def _token(request) -> str | None:

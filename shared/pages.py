@@ -27,6 +27,12 @@ dl{margin:0 0 1.25rem}dt{font-weight:600;color:#52606d;font-size:.9rem}dd{margin
 form{margin:0 0 1rem}
 button{width:100%;padding:.9rem;font:inherit;font-size:1.05rem;font-weight:600;border:0;border-radius:8px;background:#c62828;color:#fff;cursor:pointer}
 p{margin:0 0 1rem}.note{color:#52606d;font-size:.95rem}
+h2{font-size:1.15rem;margin:1.75rem 0 .75rem;padding-top:1.25rem;border-top:1px solid #e4e7eb}
+details{border:1px solid #cbd2d9;border-radius:8px;margin:0 0 .5rem;padding:.25rem .75rem}
+summary{padding:.6rem 0;font-weight:600;cursor:pointer}
+label.slot{display:block;padding:.65rem .25rem;border-top:1px solid #e4e7eb}label.slot input{margin-right:.6rem}
+button.move{background:#1f5fa8;margin-top:.75rem}
+.alert{background:#fff4e5;border-left:4px solid #c05621;padding:.75rem;margin:0 0 1rem}
 """
 
 
@@ -58,15 +64,75 @@ def _facts(session: SessionFacts) -> str:
     )
 
 
-def confirm(session: SessionFacts, token: str) -> str:
+@dataclass(frozen=True)
+class SlotDay:
+    """One day of free times to move a session to, in the reader's timezone."""
+
+    label: str  # e.g. "Monday 7 December"
+    slots: tuple[tuple[str, str], ...]  # (the start as sent back, e.g. 2026-12-07T10:00:00+00:00; "10:00–10:50")
+
+
+def _move_form(token: str, days: tuple[SlotDay, ...] | None, days_ahead: int) -> str:
+    """The "Reschedule" part: the free times of the coming days, one form that moves the session."""
+    if days is None:
+        return ""
+    heading = "<h2>Or move it to another time</h2>"
+    if not days:
+        return heading + f"<p>No other time is free in the next {days_ahead} days. Please contact your specialist.</p>"
+    choices = "".join(
+        f"<details{' open' if index == 0 else ''}><summary>{escape(day.label)}</summary>"
+        + "".join(f"<label class=\"slot\"><input type=\"radio\" name=\"starts_at\" "
+                  f"value=\"{escape(value, quote=True)}\" required> {escape(shown)}</label>"
+                  for value, shown in day.slots)
+        + "</details>"
+        for index, day in enumerate(days))
+    return (
+        heading
+        + "<form method=\"post\">"
+        f"<input type=\"hidden\" name=\"token\" value=\"{escape(token, quote=True)}\">"
+        "<input type=\"hidden\" name=\"action\" value=\"reschedule\">"
+        + choices
+        + "<button type=\"submit\" class=\"move\">Move my session to this time</button></form>"
+        "<p class=\"note\">Times are in your timezone. Your session keeps its length; "
+        "nothing changes until you press the button.</p>"
+    )
+
+
+def confirm(session: SessionFacts, token: str, *, move_days: tuple[SlotDay, ...] | None = None,
+            days_ahead: int = 14) -> str:
     return _page(
         "Cancel this session?",
         _facts(session)
         + "<form method=\"post\">"
         f"<input type=\"hidden\" name=\"token\" value=\"{escape(token, quote=True)}\">"
         "<button type=\"submit\">Yes, cancel this session</button></form>"
-        "<p class=\"note\">Nothing changes until you press the button. No refund is processed.</p>",
+        "<p class=\"note\">Nothing changes until you press the button. No refund is processed.</p>"
+        + _move_form(token, move_days, days_ahead),
     )
+
+
+def choose_again(title: str, reason: str, session: SessionFacts, token: str, move_days: tuple[SlotDay, ...],
+                 days_ahead: int = 14) -> str:
+    """A move that could not be made: why, the session as it still is, and the free times now."""
+    return _page(
+        title,
+        f"<p class=\"alert\">{escape(reason)}. Your session has not been changed.</p>"
+        + _facts(session) + _move_form(token, move_days, days_ahead),
+    )
+
+
+def moved(session: SessionFacts, previous: SessionFacts) -> str:
+    return _page(
+        "Your session has moved",
+        _facts(session)
+        + f"<p>It was on {escape(previous.date)} at {escape(previous.time)}. Both of you get an email with "
+          "the new time and an updated calendar invitation; the link in your emails still opens this session.</p>",
+    )
+
+
+def too_late_to_move(session: SessionFacts, reason: str) -> str:
+    return _page("It is too late to move this session online",
+                 _facts(session) + f"<p>{escape(reason)}.</p><p>Your session has not been changed.</p>")
 
 
 def cancelled(session: SessionFacts, *, calendar_event: bool = True) -> str:

@@ -385,6 +385,8 @@ class FakeCalendarServer:
             return self._get(calendar_id, event_id)
         if event_id is not None and request.method == "DELETE":
             return self._delete(calendar_id, event_id)
+        if event_id is not None and request.method == "PATCH":
+            return self._patch(calendar_id, event_id, request)
         return _error(405, f"{request.method} is not supported on {request.path}")
 
     def _insert(self, calendar_id: str, request: RecordedRequest) -> _Answer:
@@ -436,6 +438,27 @@ class FakeCalendarServer:
             if event_id in self._deleted.get(calendar_id, set()):
                 return _error(410, "Resource has been deleted")
         return _error(404, "Not Found")
+
+    def _patch(self, calendar_id: str, event_id: str, request: RecordedRequest) -> _Answer:
+        """events.patch: the fields sent replace the stored ones; a deleted event answers 410
+        (as its delete does), one never created 404."""
+        try:
+            changes = request.json()
+        except ValueError:
+            return _error(400, "Parse Error", "parseError")
+        if not isinstance(changes, dict) or "id" in changes and changes["id"] != event_id:
+            return _error(400, "Invalid patch.", "invalid")
+        with self._lock:
+            event = self._events.get(calendar_id, {}).get(event_id)
+            if event is None:
+                if event_id in self._deleted.get(calendar_id, set()):
+                    return _error(410, "Resource has been deleted")
+                return _error(404, "Not Found")
+            event.update(changes)
+            event["updated"] = datetime.now(UTC).isoformat()
+            event["sequence"] = event.get("sequence", 0) + 1
+            event["etag"] = f'"{uuid.uuid4().int % 10**16}"'
+            return _json_answer(200, dict(event))
 
     def _batch(self, request: RecordedRequest, authorization: str | None) -> _Answer:
         content_type = request.headers.get("content-type", "")

@@ -126,7 +126,8 @@ def _clear_caches() -> None:
 def _clear_private_state(database_url: str) -> None:
     """Tables committed_db does not empty: link-failure counts and the calendar deletion queue."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("truncate private.cancel_link_failures, private.calendar_deletions, private.email_outbox")
+        conn.execute("truncate private.cancel_link_failures, private.calendar_deletions, private.email_outbox, "
+                     "private.calendar_patches")
 
 
 @pytest.fixture(scope="session")
@@ -339,6 +340,11 @@ def _booking_cancel_flask_app() -> Any:
 
 
 @pytest.fixture(scope="session")
+def _booking_reschedule_flask_app() -> Any:
+    return _create_app("booking-reschedule", "booking_reschedule")
+
+
+@pytest.fixture(scope="session")
 def _calendar_sync_flask_app() -> Any:
     return _create_app("calendar-sync", "calendar_sync_run")
 
@@ -493,6 +499,7 @@ class FunctionsApi:
     token_cancel: FunctionClient
     booking_cancel: FunctionClient
     calendar_sync: FunctionClient
+    booking_reschedule: FunctionClient
 
     def link(self, cancel_url: str) -> str:
         """The query string of a cancel_url (what a link carries, whichever door answers it)."""
@@ -505,6 +512,7 @@ FUNCTION_APPS = {
     "token-cancel": "_token_cancel_flask_app",
     "booking-cancel": "_booking_cancel_flask_app",
     "calendar-sync": "_calendar_sync_flask_app",
+    "booking-reschedule": "_booking_reschedule_flask_app",
 }
 
 

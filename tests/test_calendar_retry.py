@@ -33,7 +33,8 @@ SUCCESS = {"success": True, "message": "Booking cancelled successfully. No refun
 CALENDAR_ID = "rosa.lind@clinic.test"
 # A failed deletion is tried this many times by one call: the first try and the client's retries.
 TRIES_PER_CALL = 1 + int(CALENDAR_NUM_RETRIES)
-NOTHING_DUE = {"success": True, "deleted": 0, "failed": 0, "stuck_reported": 0, "events_created": 0, "events_failed": 0}
+NOTHING_DUE = {"success": True, "deleted": 0, "failed": 0, "stuck_reported": 0, "events_created": 0, "events_failed": 0,
+                 "events_moved": 0, "moves_failed": 0}
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -140,7 +141,8 @@ def test_calendar_down_during_a_cancel_the_cancel_succeeds_and_the_job_deletes_t
     first = run_job(functions_api.calendar_sync)
     second = run_job(functions_api.calendar_sync)
 
-    assert first == {"success": True, "deleted": 1, "failed": 0, "stuck_reported": 0, "events_created": 0, "events_failed": 0}
+    assert first == {"success": True, "deleted": 1, "failed": 0, "stuck_reported": 0, "events_created": 0, "events_failed": 0,
+                 "events_moved": 0, "moves_failed": 0}
     assert second == NOTHING_DUE
     job_deletes = server.api_calls("DELETE")[TRIES_PER_CALL:]
     # After a 500 the event was still there; after a timeout Google had already deleted it (410).
@@ -165,7 +167,8 @@ def test_a_job_run_while_google_is_still_down_backs_off_further(
     runs.append(run_job(calendar_sync_api))
     runs.append(run_job(calendar_sync_api))  # not due again yet
 
-    assert runs == [{"success": True, "deleted": 0, "failed": 1, "stuck_reported": 0, "events_created": 0, "events_failed": 0}] * 2 + [NOTHING_DUE]
+    assert runs == [{"success": True, "deleted": 0, "failed": 1, "stuck_reported": 0, "events_created": 0, "events_failed": 0,
+                 "events_moved": 0, "moves_failed": 0}] * 2 + [NOTHING_DUE]
     pending = queued(committed_db, session["id"])
     assert (pending["attempts"], pending["completed_at"]) == (2, None)
     assert "HTTP 500" in pending["last_error"]
@@ -209,7 +212,8 @@ def test_an_event_google_no_longer_has_counts_as_deleted(
     else:
         queue_by_frontend(functions_env.database_url, client, session["id"])
         assert run_job(functions_api.calendar_sync) == {"success": True, "deleted": 1, "failed": 0,
-                                                        "stuck_reported": 0, "events_created": 0, "events_failed": 0}
+                                                        "stuck_reported": 0, "events_created": 0, "events_failed": 0,
+                 "events_moved": 0, "moves_failed": 0}
 
     assert run_job(functions_api.calendar_sync) == NOTHING_DUE
     assert [call.status for call in server.api_calls("DELETE")] == [status]
@@ -276,7 +280,8 @@ def test_a_cancellation_inserted_by_a_frontend_under_rls_queues_the_deletion_and
 
     first, second = run_job(calendar_sync_api), run_job(calendar_sync_api)
 
-    assert (first, second) == ({"success": True, "deleted": 1, "failed": 0, "stuck_reported": 0, "events_created": 0, "events_failed": 0}, NOTHING_DUE)
+    assert (first, second) == ({"success": True, "deleted": 1, "failed": 0, "stuck_reported": 0, "events_created": 0, "events_failed": 0,
+                 "events_moved": 0, "moves_failed": 0}, NOTHING_DUE)
     assert [(c.path, c.status) for c in functions_env.server.api_calls("DELETE")] == [(event_path(session["id"]), 204)]
     assert functions_env.server.events(CALENDAR_ID) == {}
     assert queued(committed_db, session["id"])["completed_at"] is not None
@@ -331,7 +336,8 @@ def test_a_deletion_failing_for_a_day_is_listed_as_stuck_and_health_says_so_unti
                          "next_attempt_at = now()")
     report = run_job(calendar_sync_api)
 
-    assert report == {"success": True, "deleted": 0, "failed": 1, "stuck_reported": 1, "events_created": 0, "events_failed": 0}
+    assert report == {"success": True, "deleted": 0, "failed": 1, "stuck_reported": 1, "events_created": 0, "events_failed": 0,
+                 "events_moved": 0, "moves_failed": 0}
     assert committed_db.execute(stuck_view).fetchall() == [
         {"session_id": session["id"], "event_id": session["id"].hex, "attempts": 2}]
     health = fetch(health_url)

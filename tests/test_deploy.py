@@ -556,6 +556,11 @@ PROBES: dict[str, list[Probe]] = {
         Probe("POST", "/", *_json({"booking_id": str(uuid.uuid4()), "reason": "ill"}), 401, '"error":"UNAUTHORIZED"'),
         Probe("POST", "/", *_json({}, Authorization=UNKNOWN_USER), 401, "No profile for this user"),
     ],
+    "booking-reschedule": [
+        Probe("POST", "/", *_json({"booking_id": str(uuid.uuid4()), "starts_at": "2026-12-01T10:00:00+00:00"}),
+              401, '"error":"UNAUTHORIZED"'),
+        Probe("POST", "/", *_json({}, Authorization=UNKNOWN_USER), 401, "No profile for this user"),
+    ],
     "calendar-sync": [
         Probe("POST", "/", b"", {}, 401, '"error":"UNAUTHORIZED"'),
         Probe("POST", "/", b"", {"Authorization": SERVICE_KEY}, 200, '"success":true'),

@@ -16,10 +16,11 @@ from shared.booking import SESSION_TYPES
 from shared.booking_cancel import MAX_REASON_LENGTH, SUCCESS_MESSAGE
 from shared.errors import (
     SLOT_UNAVAILABLE_REASONS, AlreadyCancelled, AppError, BookingInPast, CalendarUnavailable, CancellationTooLate,
-    Forbidden, InternalError, InvalidRequest, NotFound, PayloadTooLarge, RecordingExpired, SlotUnavailable,
-    StorageUnavailable, Unauthorized, UnsupportedMediaType,
+    Forbidden, InternalError, InvalidRequest, NotFound, PayloadTooLarge, RecordingExpired, RescheduleTooLate,
+    SlotUnavailable, StorageUnavailable, Unauthorized, UnsupportedMediaType,
 )
 from shared.inputs import MAX_BODY_BYTES, MOMENT_YEARS
+from shared.rescheduling import api as reschedule_api
 from shared.ops import intake_openapi
 from shared.ops.demo import SPECIALIST_ID as DEMO_SPECIALIST_ID
 from shared.storage.links import MAX_LINK_SECONDS
@@ -224,6 +225,43 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                                    "description": "events of dispatched sessions created now (their first try failed)"},
                 "events_failed": {"type": "integer", "minimum": 0,
                                   "description": "events still failing to be created; retried next run"},
+                "events_moved": {"type": "integer", "minimum": 0,
+                                 "description": "events of rescheduled sessions moved now (their first try failed)"},
+                "moves_failed": {"type": "integer", "minimum": 0,
+                                 "description": "event moves that failed again; retried with backoff"},
+            },
+        },
+        "RescheduleRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["booking_id", "starts_at"],
+            "properties": {
+                "booking_id": {"type": "string", "format": "uuid", "description": "the session's id"},
+                "starts_at": {**moment, "description": moment["description"] + "; the session keeps its length"},
+                "reason": _optional({**_trimmed_text(reschedule_api.MAX_REASON_LENGTH),
+                                     "description": f"why, for the audit log; at most "
+                                                    f"{reschedule_api.MAX_REASON_LENGTH} characters, trimmed, no NUL"}),
+            },
+        },
+        "Rescheduled": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["success", "message", "session_id", "booking_id", "booking_reference", "status",
+                         "starts_at", "ends_at", "previous_starts_at", "previous_ends_at", "cancel_url"],
+            "properties": {
+                "success": {"const": True},
+                "message": {"const": reschedule_api.SUCCESS_MESSAGE},
+                "session_id": {"type": "string", "format": "uuid", "description": "unchanged by the move"},
+                "booking_id": {"type": "string", "format": "uuid", "description": "the same as session_id"},
+                "booking_reference": {"type": "string", "pattern": r"^BK-\d{4}-\d+$",
+                                      "description": "unchanged by the move"},
+                "status": {"const": "confirmed"},
+                "starts_at": {"type": "string", "format": "date-time", "description": "the new start"},
+                "ends_at": {"type": "string", "format": "date-time", "description": "the new end"},
+                "previous_starts_at": {"type": "string", "format": "date-time"},
+                "previous_ends_at": {"type": "string", "format": "date-time"},
+                "cancel_url": {"type": "string", "format": "uri",
+                               "description": "the session's link (the same as before the move: it names the session)"},
             },
         },
         "NotificationsReport": {
@@ -370,6 +408,41 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                     (AlreadyCancelled, "the session is already cancelled"),
                     (BookingInPast, "the session has already started"),
                     (CancellationTooLate, "a client cancelling inside CANCELLATION_MIN_NOTICE_HOURS"),
+                    TOO_LARGE, NOT_JSON, INTERNAL,
+                ),
+            },
+        },
+    }
+    booking_reschedule = {
+        "post": {
+            "operationId": "bookingReschedule",
+            "summary": "The session's client or specialist (or an admin) moves it to another time",
+            "description": "Moves the session in place (same id, booking reference, calendar event and email UID), "
+                           "keeping its length, in one transaction: the new slot is checked by the booking rules "
+                           "(its own current slot does not count), the move is audited, the \"moved\" emails are "
+                           "queued; the calendar event is moved after the commit (retried by calendar-sync until "
+                           "it is). A session the caller is not part of answers NOT_FOUND, exactly like one that "
+                           "does not exist.",
+            "security": USER_SECURITY,
+            "requestBody": _json_body("RescheduleRequest", {
+                "booking_id": "0b5e8d3a-7c21-4f6e-8d9a-2b3c4d5e6f70",  # booking-create's booking_id
+                "starts_at": _bookable_example_time(),
+                "reason": "A work meeting moved",
+            }),
+            "responses": {
+                **_ok("The session has moved", "Rescheduled"),
+                **_errors(
+                    (InvalidRequest, "the body is not a JSON object of the documented fields, or the session "
+                                     "already starts then, or the specialist no longer offers its length "
+                                     "(`details.field` names the field refused)"),
+                    UNAUTHORIZED_USER,
+                    (Forbidden, "anonymous accounts cannot move sessions"),
+                    (NotFound, "no such session among the caller's"),
+                    (AlreadyCancelled, "the session is cancelled"),
+                    (BookingInPast, "the session has already started"),
+                    (SlotUnavailable, "the new slot cannot be booked; `details.reason` says why"),
+                    (RescheduleTooLate, "a client moving a session that starts inside "
+                                        "CANCELLATION_MIN_NOTICE_HOURS"),
                     TOO_LARGE, NOT_JSON, INTERNAL,
                 ),
             },
@@ -548,6 +621,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "/booking-create": booking_create,
             "/token-cancel": token_cancel,
             "/booking-cancel": booking_cancel,
+            "/booking-reschedule": booking_reschedule,
             "/calendar-sync": calendar_sync,
             "/recurring-dispatcher": recurring_dispatcher,
             "/intake-form": intake_openapi.path(
