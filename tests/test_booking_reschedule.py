@@ -28,6 +28,7 @@ from tests.functions_fixtures import (
     CALENDAR_NUM_RETRIES, Answer, BookableSpecialist, FunctionClient, FunctionsApi, FunctionsEnv, ServedClient,
     bearer, service_bearer, service_token,
 )
+from tests.notifications_fixtures import event_of, invitation_of, send_due, subject_of, to
 from tests.support import MISSING, Person, body_with, create_person
 
 CALENDAR_ID = "rosa.lind@clinic.test"
@@ -606,3 +607,62 @@ def test_a_move_racing_a_cancel_of_the_same_session_ends_in_one_consistent_outco
     assert functions_env.server.events(CALENDAR_ID) == {}, "the event ends deleted either way"
     assert committed_db.execute("select count(*) as n from private.calendar_patches where completed_at is null"
                                 ).fetchone()["n"] == 0
+
+
+# -- emails ------------------------------------------------------------------------------------------
+
+def test_one_move_sends_each_party_one_moved_invitation_with_the_same_uid_and_a_higher_sequence(
+        functions_api: FunctionsApi, mail_env, notifications_app, committed_db: psycopg.Connection,
+        client: Person, specialist: BookableSpecialist, session: dict) -> None:
+    assert send_due(notifications_app)["sent"] == 2  # the confirmations
+    confirmations = mail_env.server.messages()
+    mail_env.server.clear()
+    new_start = at(specialist, 4, "15:00")
+
+    answer = reschedule(functions_api.booking_reschedule, client, session["id"], new_start)
+    report = send_due(notifications_app)
+
+    assert answer.status == 200, answer.text
+    assert report["sent"] == 2
+    received = mail_env.server.messages()
+    assert sorted(r.rcpt_tos for r in received) == sorted([(client.email,), (specialist.person.email,)])
+    for party in (client.email, specialist.person.email):
+        (moved,) = to(received, party)
+        (confirmation,) = to(confirmations, party)
+        assert "has moved" in subject_of(moved)
+        before, after = event_of(invitation_of(confirmation)), event_of(invitation_of(moved))
+        assert str(invitation_of(moved)["METHOD"]) == "REQUEST"
+        assert str(after["UID"]) == str(before["UID"]) and str(after["UID"]).startswith(f"session-{session['id']}@")
+        assert int(after["SEQUENCE"]) > int(before["SEQUENCE"])
+        assert (after.decoded("DTSTART"), after.decoded("DTEND")) == (new_start, new_start + timedelta(minutes=50))
+    assert send_due(notifications_app)["sent"] == 0, "nothing more"
+
+
+def test_a_reminder_queued_for_the_old_time_is_not_sent_after_a_move(
+        functions_api: FunctionsApi, mail_env, notifications_app, committed_db: psycopg.Connection,
+        client: Person, specialist: BookableSpecialist) -> None:
+    # A session in 110 minutes, booked two days ago: its two-hour reminder for that time is queued.
+    starts_at = (datetime.now(timezone.utc) + timedelta(minutes=110)).replace(microsecond=0)
+    session = committed_db.execute(
+        """insert into public.sessions (specialist_id, client_id, starts_at, ends_at, created_at)
+           values (%s, %s, %s, %s, now() - interval '2 days') returning *""",
+        [specialist.id, client.id, starts_at, starts_at + timedelta(minutes=50)]).fetchone()
+    assert committed_db.execute("select private.queue_due_reminders() as n").fetchone()["n"] == 1
+    new_start = at(specialist, 3, "10:00")
+
+    answer = reschedule(functions_api.booking_reschedule, specialist.person, session["id"], new_start)
+    send_due(notifications_app)
+
+    assert answer.status == 200, answer.text
+    outbox = committed_db.execute(
+        "select kind, recipient_id, for_starts_at, status, last_error from private.email_outbox "
+        "where session_id = %s order by id", [session["id"]]).fetchall()
+    assert sorted((r["recipient_id"], r["for_starts_at"], r["status"]) for r in outbox
+                  if r["kind"] == "session_moved") == sorted([(client.id, new_start, "sent"),
+                                                              (specialist.id, new_start, "sent")])
+    (reminder,) = [r for r in outbox if r["kind"] == "reminder"]
+    assert (reminder["for_starts_at"], reminder["status"], reminder["last_error"]) == (
+        starts_at, "skipped", "The session has moved.")
+    subjects = [subject_of(m) for m in mail_env.server.messages()]
+    assert not [s for s in subjects if s.startswith("Reminder")], subjects
+    assert len([s for s in subjects if "has moved" in s]) == 2, subjects
