@@ -159,3 +159,50 @@ def test_invalid_and_past_links_show_their_own_pages_in_a_browser(
     assert browser.find_elements(By.TAG_NAME, "form") == []
     snap(browser, screenshots, "5-past")
     assert committed_db.execute("select status from public.sessions").fetchone()["status"] == "confirmed"
+
+
+def test_a_client_moves_the_session_from_the_emailed_link_in_a_browser(
+        browser: webdriver.Chrome, screenshots: Path, served_functions, functions_env: FunctionsEnv,
+        committed_db: psycopg.Connection, client: Person, bookable_specialist) -> None:
+    specialist: BookableSpecialist = bookable_specialist(full_name="Dr Rosa Lind", calendar_id="rosa@clinic.test")
+    starts_at = specialist.slot(days_ahead=5, local_time="10:00")
+    booked = ServedClient(served_functions.base_url, "booking-create").post_json(
+        {"specialist_id": str(specialist.id), "starts_at": starts_at.isoformat()}, headers=bearer(client))
+    assert booked.status == 200, booked.text
+    session_id = uuid.UUID(booked.json()["session_id"])
+    # The day after the session: the 50-minute grid from 08:00 gives 09:40.
+    chosen = specialist.slot(days_ahead=6, local_time="09:40")
+    day = chosen.astimezone(specialist.zone)
+
+    browser.get(booked.json()["cancel_url"])
+
+    assert heading(browser) == "Cancel this session?"
+    assert browser.find_element(By.TAG_NAME, "h2").text == "Or move it to another time"
+    summary = browser.find_element(By.XPATH, f"//summary[text()='{day:%A} {day.day} {day:%B}']")
+    summary.click()  # opens that day's times
+    option = browser.find_element(By.CSS_SELECTOR, f"input[name=starts_at][value='{chosen.isoformat()}']")
+    label = option.find_element(By.XPATH, "..")
+    assert label.is_displayed() and label.text == "09:40–10:30"
+    label.click()
+    assert option.is_selected()
+    snap(browser, screenshots, "6-reschedule-choose")
+    assert committed_db.execute("select starts_at from public.sessions").fetchone()["starts_at"] == starts_at
+
+    move = browser.find_element(By.CSS_SELECTOR, "button.move")
+    assert move.text == "Move my session to this time" and move.size["width"] > 300
+    move.click()
+    WebDriverWait(browser, 15, ignored_exceptions=(WebDriverException,)).until(
+        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Your session has moved"))
+
+    assert shown(browser) == {"Date": f"{day:%A} {day.day} {day:%B %Y}", "Time": "09:40–10:30 (Europe/London)",
+                              "With": "Dr Rosa Lind"}
+    snap(browser, screenshots, "7-reschedule-moved")
+    row = committed_db.execute("select id, starts_at, status from public.sessions").fetchone()
+    assert (row["id"], row["starts_at"], row["status"]) == (session_id, chosen, "confirmed")
+    event = functions_env.server.events(specialist.calendar_id)[session_id.hex]
+    assert datetime.fromisoformat(event["start"]["dateTime"]) == chosen
+
+    browser.get(booked.json()["cancel_url"])  # the same link, after the move
+
+    assert heading(browser) == "Cancel this session?"
+    assert shown(browser)["Time"] == "09:40–10:30 (Europe/London)"
