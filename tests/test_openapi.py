@@ -62,6 +62,9 @@ PAGE_TITLES = {
     "too many attempts": "Too many attempts",
     "error": "Something went wrong",
     "too large": "This request is too large",
+    "moved": "Your session has moved",
+    "choose a time": "Choose a new time",
+    "not free": "This time is not free",
 }
 
 
@@ -225,6 +228,19 @@ def _link(kind: str, method: str) -> Callable[[Scene], Answer]:
     return act
 
 
+def _link_move(choice: str | None) -> Callable[[Scene], Answer]:
+    """Sends the link page's move form for a new session: a free time, one too soon, or none."""
+    def act(scene: Scene) -> Answer:
+        query = scene.link(scene.session())
+        form = {"token": query.partition("=")[2], "action": "reschedule"}
+        if choice is not None:
+            days, local_time = (4, "11:00") if choice == "free" else (0, "23:00")
+            form["starts_at"] = scene.specialist.slot(days_ahead=days, local_time=local_time).isoformat()
+        return scene.served("token-cancel").request(
+            "POST", query=query, body=urlencode(form), headers={"Content-Type": "application/x-www-form-urlencoded"})
+    return act
+
+
 def _unconfigured_database(name: str) -> Callable[[Scene], FunctionClient]:
     return lambda scene: scene.app(name, DATABASE_URL=None)
 
@@ -252,6 +268,8 @@ def _read_intake(*, headers: Callable[[Scene], dict[str, str]] = _as_client,
 
 RECORDING = lambda scene, **options: {"recording_id": str(scene.recording(**options))}  # noqa: E731
 CANCEL = lambda scene, **fields: {"booking_id": str(scene.session()), "reason": "I am ill", **fields}  # noqa: E731
+NEW_TIME = lambda scene: scene.specialist.slot(days_ahead=4, local_time="11:00").isoformat()  # noqa: E731
+MOVE = lambda scene: {"booking_id": str(scene.session()), "starts_at": NEW_TIME(scene)}  # noqa: E731
 
 SCENARIOS = {
     # booking-create
@@ -324,6 +342,53 @@ SCENARIOS = {
                                   ("already cancelled", 409, "already cancelled"), ("started", 409, "started"),
                                   ("too many attempts", 429, "too many attempts"), ("error", 500, "error"))},
     "confirming a link: too large": Scenario("/token-cancel", "post", 413, "too large", _link("too large", "POST")),
+    "moving from a link": Scenario("/token-cancel", "post", 200, "moved", _link_move("free")),
+    "moving from a link without a time": Scenario("/token-cancel", "post", 400, "choose a time",
+                                                  _link_move(None)),
+    "moving from a link to a time that is not free": Scenario("/token-cancel", "post", 409, "not free",
+                                                              _link_move("too soon")),
+    # booking-reschedule
+    "moving an upcoming session": Scenario("/booking-reschedule", "post", 200, "success",
+                                           _post("booking-reschedule", MOVE, headers=_as_client)),
+    "moving without a time": Scenario(
+        "/booking-reschedule", "post", 400, "INVALID_REQUEST",
+        _post("booking-reschedule", lambda s: {"booking_id": str(s.session())}, headers=_as_client)),
+    "moving without a token": Scenario("/booking-reschedule", "post", 401, "UNAUTHORIZED",
+                                       _post("booking-reschedule", MOVE)),
+    "an anonymous account moving": Scenario(
+        "/booking-reschedule", "post", 403, "FORBIDDEN",
+        _post("booking-reschedule", MOVE, headers=lambda s: bearer(s.client, is_anonymous=True))),
+    "moving an unknown session": Scenario(
+        "/booking-reschedule", "post", 404, "NOT_FOUND",
+        _post("booking-reschedule", lambda s: {"booking_id": str(uuid.uuid4()), "starts_at": NEW_TIME(s)}, headers=_as_client)),
+    "moving a cancelled session": Scenario(
+        "/booking-reschedule", "post", 409, "ALREADY_CANCELLED",
+        _post("booking-reschedule", lambda s: {"booking_id": str(s.session(cancelled=True)), "starts_at": NEW_TIME(s)},
+              headers=_as_client)),
+    "moving a session that has started": Scenario(
+        "/booking-reschedule", "post", 409, "BOOKING_IN_PAST",
+        _post("booking-reschedule",
+              lambda s: {"booking_id": str(s.session(starts_in=timedelta(minutes=-5))), "starts_at": NEW_TIME(s)},
+              headers=_as_client)),
+    "moving to a time too soon": Scenario(
+        "/booking-reschedule", "post", 409, "SLOT_UNAVAILABLE",
+        _post("booking-reschedule",
+              lambda s: {**MOVE(s), "starts_at": s.specialist.slot(days_ahead=0, local_time="23:00").isoformat()},
+              headers=_as_client)),
+    "a client moving inside the minimum notice": Scenario(
+        "/booking-reschedule", "post", 409, "RESCHEDULE_TOO_LATE",
+        _post("booking-reschedule", MOVE, headers=_as_client,
+              via=lambda s: s.app("booking-reschedule", CANCELLATION_MIN_NOTICE_HOURS="1000"))),
+    "moving with a huge body": Scenario("/booking-reschedule", "post", 413, "PAYLOAD_TOO_LARGE",
+                                        _post("booking-reschedule", body=TOO_LARGE, headers=_as_client)),
+    "moving with a form body": Scenario(
+        "/booking-reschedule", "post", 415, "UNSUPPORTED_MEDIA_TYPE",
+        _post("booking-reschedule", body="booking_id=1", content_type="application/x-www-form-urlencoded",
+              headers=_as_client)),
+    "moving with no database configured": Scenario(
+        "/booking-reschedule", "post", 500, "INTERNAL_ERROR",
+        _post("booking-reschedule", lambda s: {"booking_id": str(uuid.uuid4()), "starts_at": NEW_TIME(s)}, headers=_as_client,
+              via=_unconfigured_database("booking-reschedule"))),
     # calendar-sync
     "the scheduler retrying deletions": Scenario("/calendar-sync", "post", 200, "success",
                                                  _post("calendar-sync", {}, headers=_as_service)),
@@ -538,7 +603,7 @@ def _body_schema(document: dict[str, Any], path: str, method: str) -> tuple[dict
     return document["components"]["schemas"][name], content["example"]
 
 
-CREDENTIALS = {"/booking-create": _as_client, "/booking-cancel": _as_client,
+CREDENTIALS = {"/booking-create": _as_client, "/booking-cancel": _as_client, "/booking-reschedule": _as_client,
                "/recurring-dispatcher": _as_service, "/calendar-sync": _as_service, "/intake-form": _as_client,
                "/notifications": _as_service, "/recording-url": _as_client, "/recording-expiry": _as_service}
 
@@ -550,7 +615,7 @@ def _send(scene: Scene, path: str, body: dict[str, Any]) -> Answer:
 def test_every_json_body_is_documented_with_an_example_of_every_field(served_document):
     operations = _json_operations(served_document)
     assert {path for path, _ in operations} == {"/booking-create", "/booking-cancel", "/recurring-dispatcher",
-                                                "/intake-form", "/recording-url"}
+                                                "/intake-form", "/recording-url", "/booking-reschedule"}
     for path, method in operations:
         schema, example = _body_schema(served_document, path, method)
         assert schema["additionalProperties"] is False
@@ -574,7 +639,7 @@ def test_a_documented_required_field_is_refused_when_missing(path: str, field: s
 
 
 @pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher", "/intake-form",
-                                  "/recording-url"])
+                                  "/recording-url", "/booking-reschedule"])
 def test_only_the_documented_required_fields_are_needed_and_every_documented_field_is_accepted(
         path: str, scene: Scene, served_document):
     schema, example = _body_schema(served_document, path, "post")
@@ -588,7 +653,7 @@ def test_only_the_documented_required_fields_are_needed_and_every_documented_fie
 
 
 @pytest.mark.parametrize("path", ["/booking-create", "/booking-cancel", "/recurring-dispatcher", "/intake-form",
-                                  "/recording-url"])
+                                  "/recording-url", "/booking-reschedule"])
 def test_an_undocumented_field_is_refused(path: str, scene: Scene, served_document):
     _, example = _body_schema(served_document, path, "post")
     answer = _send(scene, path, {**example, "notes_for_admin": "hello"})
@@ -596,7 +661,8 @@ def test_an_undocumented_field_is_refused(path: str, scene: Scene, served_docume
     assert answer.json()["details"] == {"field": "notes_for_admin"}
 
 
-@pytest.mark.parametrize("path, field", [("/booking-create", "special_requests"), ("/booking-cancel", "reason")])
+@pytest.mark.parametrize("path, field", [("/booking-create", "special_requests"), ("/booking-cancel", "reason"),
+                                         ("/booking-reschedule", "reason")])
 def test_text_with_a_nul_character_is_refused_as_documented_not_a_server_error(path: str, field: str, scene: Scene,
                                                                               served_document):
     """The document excludes NUL from text fields: PostgreSQL text cannot hold it."""
@@ -637,6 +703,7 @@ def test_token_cancel_documents_its_token_as_its_only_parameter(served_document)
 def test_user_and_service_functions_document_their_credentials(served_document):
     security = {path: item["post"]["security"] for path, item in served_document["paths"].items() if "post" in item}
     assert security == {"/booking-create": [{"userToken": []}], "/booking-cancel": [{"userToken": []}],
+                        "/booking-reschedule": [{"userToken": []}],
                         "/calendar-sync": [{"serviceKey": []}, {"secretKey": []}],
                         "/recurring-dispatcher": [{"serviceKey": []}, {"secretKey": []}],
                         "/token-cancel": [], "/intake-form": [{"userToken": []}],

@@ -454,34 +454,50 @@ def document(server_url: str | None = None) -> dict[str, Any]:
     }
     link_pages = {
         "404": _page("The link is not valid (missing, altered, or revoked by a key rotation)"),
-        "409": _page("The session was already cancelled, or has already started"),
+        "409": _page("The session was already cancelled, or has already started; or (POST) the chosen time is "
+                     "not free, or it is too late for the client to move the session"),
         "429": _page("Too many invalid links from this address in the last 15 minutes"),
         "500": _page("Something went wrong; nothing was changed"),
     }
     token_cancel = {
         "get": {
             "operationId": "tokenCancelShow",
-            "summary": "The emailed cancellation link: shows the session and a confirmation button",
+            "summary": "The emailed cancellation link: shows the session, a confirmation button and the free "
+                       "times to move it to",
             "description": "Opening the link changes nothing (mail scanners open links): only the page's "
-                           "POST cancels. No login; the link is the credential.",
+                           "POST cancels or moves. No login; the link is the credential. The link names the "
+                           "session, which a move never changes, so any link ever sent opens it as it is now. "
+                           "The free times are those of the coming 14 days for the session's length, as its "
+                           "client sees them (the session's own slot ignored).",
             "security": [],
             "parameters": [token_parameter],
-            "responses": {"200": _page("The session, and a button that cancels it"), **link_pages},
+            "responses": {"200": _page("The session, a button that cancels it, and the free times to move it to"),
+                          **link_pages},
         },
         "post": {
             "operationId": "tokenCancelConfirm",
-            "summary": "The confirmation page's form: cancels the session",
-            "description": "Sent by the page's button (an HTML form post). The token comes from the form, "
-                           "or else from the query string. The cancellation is recorded in the client's name.",
+            "summary": "The page's forms: cancels the session, or moves it to the chosen time",
+            "description": "Sent by the page's buttons (HTML form posts). The token comes from the form, "
+                           "or else from the query string. Without `action`, the session is cancelled; with "
+                           "`action=reschedule`, it moves to start at `starts_at` (keeping its length) under "
+                           "the same rules as booking-reschedule. Either is recorded in the client's name.",
             "security": [],
             "parameters": [token_parameter],
             "requestBody": {
                 "required": False,
                 "content": {"application/x-www-form-urlencoded": {
-                    "schema": {"type": "object", "properties": {"token": {"type": "string"}}},
+                    "schema": {"type": "object", "properties": {
+                        "token": {"type": "string"},
+                        "action": {"enum": ["reschedule"], "description": "absent: cancel"},
+                        "starts_at": {"type": "string", "format": "date-time",
+                                      "description": "with action=reschedule: the chosen start, with its offset"},
+                    }},
                 }},
             },
-            "responses": {"200": _page("The session is cancelled"), **link_pages,
+            "responses": {"200": _page("The session is cancelled, or has moved"),
+                          "400": _page("No time, or an unreadable one, was chosen to move to (or the session's "
+                                       "own); the free times are shown again and nothing is changed"),
+                          **link_pages,
                           "413": _page("The form is larger than a link's form can be (1 KiB): nothing is read "
                                        "or changed")},
         },
