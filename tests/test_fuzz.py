@@ -69,7 +69,7 @@ MAX_EXAMPLES = 100  # per operation, generation mode and phase: bounds the run t
 MIN_REQUESTS = 500  # a run that sent fewer did not really fuzz the functions
 MIN_REQUESTS_PER_OPERATION = 40
 WATCHED_TABLES = ("sessions", "booking_cancellations", "audit_log", "recurring_bookings", "intake_forms")
-USER_PATHS = ["/booking-create", "/booking-cancel", "/intake-form", "/recording-url"]
+USER_PATHS = ["/booking-create", "/booking-cancel", "/intake-form", "/recording-url", "/booking-reschedule"]
 # The one GET that writes: a successful read of an intake form is audited (one audit_log row).
 AUDITED_READS = {"/intake-form"}
 SERVICE_PATHS = ["/calendar-sync", "/recurring-dispatcher", "/notifications", "/recording-expiry"]
@@ -90,6 +90,7 @@ class World:
     link_tokens: list[str] = field(default_factory=list)
     intake_session_ids: list[str] = field(default_factory=list)
     recording_ids: list[str] = field(default_factory=list)
+    movable_session_ids: list[str] = field(default_factory=list)
     requests: Counter = field(default_factory=Counter)  # by documented operation
     answers: Counter = field(default_factory=Counter)  # by (method and path sent, status)
     writes_by_refused_requests: list[str] = field(default_factory=list)
@@ -118,7 +119,7 @@ def world(database_url: str, served_functions, storage_server_session) -> Any:
                             values (%s, %s, '00:00', '23:59')""", [specialist.id, day])
         first = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(days=40)
         sessions = []
-        for offset in range(9):  # beyond booking's 30-day horizon: no generated booking collides with them
+        for offset in range(11):  # beyond booking's 30-day horizon: no generated booking collides with them
             starts = first + timedelta(hours=offset)
             sessions.append(str(conn.execute(
                 """insert into public.sessions (specialist_id, client_id, starts_at, ends_at)
@@ -138,7 +139,8 @@ def world(database_url: str, served_functions, storage_server_session) -> Any:
     world.session_ids = sessions[:3]  # for booking-cancel
     # Links for token-cancel: two to open (GET), two to confirm (POST), so a confirmation never hides the page.
     world.link_tokens = [_link_token(link_secret, uuid.UUID(session)) for session in sessions[3:7]]
-    world.intake_session_ids = sessions[7:]  # for intake-form: submitted to, and read back
+    world.intake_session_ids = sessions[7:9]  # for intake-form: submitted to, and read back
+    world.movable_session_ids = sessions[9:]  # for booking-reschedule
     for session in world.intake_session_ids:  # a form to read from the first request on
         submitted = ServedClient(served_functions.base_url, "intake-form").post_json(
             {"booking_id": session, **EXAMPLE_INTAKE}, headers={"Authorization": f"Bearer {world.client_token}"})
@@ -150,7 +152,7 @@ def world(database_url: str, served_functions, storage_server_session) -> Any:
             conn.execute("set session_replication_role = replica")  # skips the append-only triggers
             conn.execute(f"truncate {', '.join(APP_TABLES)}, auth.users cascade")
             conn.execute("set session_replication_role = origin")
-            conn.execute("truncate private.cancel_link_failures, private.calendar_deletions")
+            conn.execute("truncate private.cancel_link_failures, private.calendar_deletions, private.calendar_patches")
 
 
 def _link_token(secret: str, session_id: uuid.UUID) -> str:
@@ -185,6 +187,7 @@ def _real_values(world: World, path: str, method: str) -> dict[str, st.SearchStr
     return {
         "/booking-create": {"specialist_id": st.sampled_from(world.specialist_ids), "starts_at": slots},
         "/booking-cancel": {"booking_id": st.sampled_from(world.session_ids)},
+        "/booking-reschedule": {"booking_id": st.sampled_from(world.movable_session_ids), "starts_at": slots},
         "/intake-form": {"booking_id": st.sampled_from(world.intake_session_ids)},
         "/recording-url": {"recording_id": st.sampled_from(world.recording_ids)},
         "/token-cancel": {"token": st.sampled_from(world.link_tokens[:2] if method.upper() == "GET"
@@ -309,7 +312,8 @@ def test_fuzzing_finds_no_failure_and_refused_requests_write_nothing(served_sche
     assert total >= MIN_REQUESTS
     # The real ids and slots did their job: bookings and cancellations went through.
     assert {label for (label, status) in world.answers if status == 200} >= {
-        "POST /booking-create", "POST /booking-cancel", "GET /token-cancel", "POST /token-cancel",
+        "POST /booking-create", "POST /booking-cancel", "POST /booking-reschedule", "GET /token-cancel",
+        "POST /token-cancel",
         "POST /intake-form", "GET /intake-form",
         "POST /recording-url"}
 
@@ -372,6 +376,7 @@ def malformed_json_bodies(draw, fields: tuple[str, ...]) -> bytes:
 OVERSIZED = st.integers(64 * 1024 + 1, 3 * 1024 * 1024)
 BODY_FIELDS = {"/booking-create": ("specialist_id", "starts_at", "duration_minutes", "special_requests"),
                "/booking-cancel": ("booking_id", "reason"),
+               "/booking-reschedule": ("booking_id", "starts_at", "reason"),
                "/recurring-dispatcher": ("dry_run", "horizon_days"),
                "/calendar-sync": ("x",)}
 
@@ -403,7 +408,8 @@ def test_malformed_tokens_huge_integers_lone_surrogates_and_oversized_bodies_nev
     base = served_functions.base_url
     user = {"Authorization": f"Bearer {world.client_token}", "Content-Type": "application/json"}
     service = {"Authorization": f"Bearer {service_token()}", "Content-Type": "application/json"}
-    credentials = {"/booking-create": user, "/booking-cancel": user, "/calendar-sync": service,
+    credentials = {"/booking-create": user, "/booking-cancel": user, "/booking-reschedule": user,
+                   "/calendar-sync": service,
                    "/recurring-dispatcher": service}
     addresses = (f"203.0.{n // 250 % 250}.{n % 250 + 1}" for n in itertools.count())
     bounded = settings(max_examples=MALFORMED_EXAMPLES, deadline=None, database=None,
