@@ -43,6 +43,7 @@ FUNCTIONS = {
     # name: (entry point, headers for a caller who gets past authentication, body prefix, cap)
     "booking-create": ("booking_create", "user", b'{"special_requests": "', MAX_BODY_BYTES),
     "booking-cancel": ("booking_cancel", "user", b'{"reason": "', MAX_BODY_BYTES),
+    "booking-reschedule": ("booking_reschedule", "user", b'{"reason": "', MAX_BODY_BYTES),
     "calendar-sync": ("calendar_sync_run", "service", b'{"x": "', MAX_BODY_BYTES),
     "recurring-dispatcher": ("recurring_dispatcher", "service", b'{"dry_run": "', MAX_BODY_BYTES),
     "token-cancel": ("token_cancel", None, b"token=", LINK_MAX_BODY_BYTES),

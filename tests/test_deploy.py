@@ -143,6 +143,8 @@ MISTAKES = [
       "that it comes from Secret Manager",
       "deploy.yaml: function token-cancel: CANCELLATION_LINK_SECRET holds a secret; list it under secrets: so "
       "that it comes from Secret Manager",
+      "deploy.yaml: function booking-reschedule: CANCELLATION_LINK_SECRET holds a secret; list it under secrets: "
+      "so that it comes from Secret Manager",
       "deploy.yaml: function notifications: CANCELLATION_LINK_SECRET holds a secret; list it under secrets: so "
       "that it comes from Secret Manager"]),
     ("unknown setting under secrets", _set(["secrets", "JWT_SECRET"], "jwt"),

@@ -51,7 +51,7 @@ def _huge_payload_token() -> str:
     return f"{header}.{payload}.{_segment(signature)}"
 
 
-@pytest.mark.parametrize("function", ["booking_create", "booking_cancel", "calendar_sync"])
+@pytest.mark.parametrize("function", ["booking_create", "booking_cancel", "calendar_sync", "booking_reschedule"])
 @pytest.mark.parametrize("malformed", list(MALFORMED_TOKENS))
 def test_a_malformed_token_is_refused_without_a_sentry_event(
         malformed: str, function: str, configured_functions_api, sentry: CaptureTransport) -> None:  # noqa: F811
