@@ -12,6 +12,9 @@ its specialist and an admin hears NOT_FOUND, exactly as for a session that does 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -25,7 +28,7 @@ import pytest
 from shared.links import session_id_from_token
 from tests.calendar_server import FakeCalendarServer
 from tests.functions_fixtures import (
-    CALENDAR_NUM_RETRIES, Answer, BookableSpecialist, FunctionClient, FunctionsApi, FunctionsEnv, ServedClient,
+    CALENDAR_NUM_RETRIES, REPO_ROOT, Answer, BookableSpecialist, FunctionClient, FunctionsApi, FunctionsEnv, ServedClient,
     bearer, service_bearer, service_token,
 )
 from tests.notifications_fixtures import event_of, invitation_of, send_due, subject_of, to
@@ -666,3 +669,21 @@ def test_a_reminder_queued_for_the_old_time_is_not_sent_after_a_move(
     subjects = [subject_of(m) for m in mail_env.server.messages()]
     assert not [s for s in subjects if s.startswith("Reminder")], subjects
     assert len([s for s in subjects if "has moved" in s]) == 2, subjects
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+
+def test_the_reschedule_benchmark_runs_in_its_small_mode() -> None:
+    """`python -m tests.bench.booking_reschedule --small` end to end: its own cluster, calendar and server."""
+    run = subprocess.run([sys.executable, "-m", "tests.bench.booking_reschedule", "--small"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^bookings: 40 succeeded, 0 failed$", run.stdout, re.M), run.stdout
+    assert re.search(r"^reschedules: 40 succeeded, 0 failed$", run.stdout, re.M), run.stdout
+    assert re.search(r"^throughput: [\d.]+ reschedules/s", run.stdout, re.M), run.stdout
+    assert re.search(r"^p95 ratio reschedule/create: [\d.]+ \(target <= 1.5\)$", run.stdout, re.M), run.stdout
+    # 40 measured and one warm-up booking and move per caller; every event at its session's new time.
+    assert re.search(r"^checked: 44 confirmed sessions, 44 calendar events, 44 moves audited, "
+                     r"0 events not at their session's time, 0 calendar patches pending$", run.stdout, re.M), \
+        run.stdout
