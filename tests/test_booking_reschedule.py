@@ -29,10 +29,11 @@ from shared.links import session_id_from_token
 from tests.calendar_server import FakeCalendarServer
 from tests.functions_fixtures import (
     CALENDAR_NUM_RETRIES, REPO_ROOT, Answer, BookableSpecialist, FunctionClient, FunctionsApi, FunctionsEnv, ServedClient,
-    bearer, service_bearer, service_token,
+    bearer, fetch, service_bearer, service_token,
 )
 from tests.notifications_fixtures import event_of, invitation_of, send_due, subject_of, to
 from tests.support import MISSING, Person, body_with, create_person
+from tests.test_sentry import CaptureTransport, sentry  # noqa: F401 - the fixture
 
 CALENDAR_ID = "rosa.lind@clinic.test"
 TRIES_PER_CALL = 1 + int(CALENDAR_NUM_RETRIES)
@@ -687,3 +688,36 @@ def test_the_reschedule_benchmark_runs_in_its_small_mode() -> None:
     assert re.search(r"^checked: 44 confirmed sessions, 44 calendar events, 44 moves audited, "
                      r"0 events not at their session's time, 0 calendar patches pending$", run.stdout, re.M), \
         run.stdout
+
+
+def test_a_move_failing_for_a_day_is_reported_once_and_degrades_health_until_it_lands(
+        served_functions, configured_functions_api, functions_env: FunctionsEnv, committed_db: psycopg.Connection,
+        client: Person, specialist: BookableSpecialist, session: dict, sentry: CaptureTransport) -> None:  # noqa: F811
+    api = configured_functions_api("app")  # in this process: Sentry's events are captured here
+    health_url = f"{served_functions.base_url}/health"
+    functions_env.server.fail(503, times=None, method="PATCH")
+    new_start = at(specialist, 4, "15:00")
+    assert reschedule(api.booking_reschedule, client, session["id"], new_start).status == 200
+    assert fetch(health_url).json()["calendar_moves_pending"] == 1
+    committed_db.execute("update private.calendar_patches set queued_at = now() - interval '25 hours', "
+                         "next_attempt_at = now()")
+
+    first, second = _run_job(api.calendar_sync), _run_job(api.calendar_sync)
+
+    assert (first["stuck_reported"], first["moves_failed"], second["stuck_reported"]) == (1, 1, 0)
+    messages = [e.get("message") or e.get("logentry", {}).get("message", "") for e in sentry.events]
+    assert [m for m in messages if "still not moved" in m] == [
+        f"Calendar event of moved session {session['id']} still not moved after 2 attempts over a day"]
+    health = fetch(health_url)
+    assert (health.status, health.json()["status"], health.json()["calendar_moves_stuck"]) == (503, "degraded", 1)
+
+    functions_env.server.reset()  # Google is back
+    functions_env.server.put_event(CALENDAR_ID, {"id": session["id"].hex,
+                                                 "start": {"dateTime": session["starts_at"].isoformat()},
+                                                 "end": {"dateTime": session["ends_at"].isoformat()}})
+    _make_due(committed_db)
+    assert _run_job(api.calendar_sync)["events_moved"] == 1
+    health = fetch(health_url)
+    assert (health.status, health.json()["calendar_moves_stuck"], health.json()["calendar_moves_pending"]) == (
+        200, 0, 0)
+    assert event_times(functions_env.server, session["id"])[0] == new_start

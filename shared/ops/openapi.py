@@ -505,10 +505,10 @@ def document(server_url: str | None = None) -> dict[str, Any]:
     calendar_sync = {
         "post": {
             "operationId": "calendarSync",
-            "summary": "Retries the calendar deletions that failed (service; pg_cron, every minute)",
-            "description": "Deletes every due event of a cancelled session, in batches, with backoff; "
-                           "reports to Sentry those still failing a day after the cancellation. The "
-                           "request body is ignored.",
+            "summary": "Retries the calendar deletions and moves that failed (service; pg_cron, every minute)",
+            "description": "Deletes every due event of a cancelled session and moves every due event of a "
+                           "rescheduled session to its latest times, in batches, with backoff; reports to Sentry "
+                           "those still failing a day after the cancellation or move. The request body is ignored.",
             "security": SERVICE_SECURITY,
             "responses": {**_ok("What was retried", "CalendarSyncReport"),
                           **_errors(UNAUTHORIZED_SERVICE, INTERNAL)},
@@ -552,6 +552,10 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             "calendar_deletions_pending": {"type": "integer", "minimum": 0},
             "calendar_deletions_stuck": {"type": "integer", "minimum": 0,
                                          "description": "pending for more than a day: degraded"},
+            "calendar_moves_pending": {"type": "integer", "minimum": 0,
+                                       "description": "events of rescheduled sessions still to move"},
+            "calendar_moves_stuck": {"type": "integer", "minimum": 0,
+                                     "description": "failing for more than a day since the move: degraded"},
             "scheduled_call_failures_24h": {"type": "integer", "minimum": 0},
             "email": {"enum": ["enabled", "disabled"], "description": "disabled: SMTP_URL or EMAIL_FROM unset"},
             "email_backlog": {"type": "integer", "minimum": 0, "description": "emails waiting to be sent"},

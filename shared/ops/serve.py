@@ -60,6 +60,12 @@ def health() -> tuple[dict, int]:
                                            and created_at < now() - interval '1 day') as stuck
                    from private.calendar_deletions"""
             ).fetchone()
+            moves = conn.execute(
+                """select count(*) filter (where completed_at is null) as pending,
+                          count(*) filter (where completed_at is null
+                                           and queued_at < now() - interval '1 day') as stuck
+                   from private.calendar_patches"""
+            ).fetchone()
             if conn.execute("select to_regclass('private.scheduled_call_results') is not null as present"
                             ).fetchone()["present"]:
                 report["scheduled_call_failures_24h"] = conn.execute(
@@ -75,7 +81,9 @@ def health() -> tuple[dict, int]:
         report["email_refused_7d"] = email["refused_7d"]
         report["calendar_deletions_pending"] = pending["pending"]
         report["calendar_deletions_stuck"] = pending["stuck"]
-        if pending["stuck"]:
+        report["calendar_moves_pending"] = moves["pending"]
+        report["calendar_moves_stuck"] = moves["stuck"]
+        if pending["stuck"] or moves["stuck"]:
             status = 503
     except Exception as exc:  # reported as state, not raised
         report["database"] = f"unavailable: {type(exc).__name__}"
