@@ -344,3 +344,94 @@ def test_sync_off_reports_disabled_and_logs_once(
     sync_off_lines = [r for r in caplog.records if "sync is off" in r.getMessage()]
     assert len(sync_off_lines) == 1
     assert calendar_server.requests == []
+
+
+# -- moving events (rescheduled sessions) -------------------------------------------------------
+
+
+def a_move(session: CalendarSession, hours: int = 26, **overrides: object) -> calendar.EventMove:
+    fields: dict[str, object] = {"calendar_id": session.calendar_id, "event_id": session.id.hex,
+                                 "starts_at": session.starts_at + timedelta(hours=hours),
+                                 "ends_at": session.ends_at + timedelta(hours=hours)}
+    fields.update(overrides)
+    return calendar.EventMove(**fields)  # type: ignore[arg-type]
+
+
+def test_a_patch_moves_the_event_in_place_sending_only_its_times(calendar_env: CalendarEnv) -> None:
+    server = calendar_env.server
+    session = a_session()
+    calendar.create_session_event(session)
+    move = a_move(session)
+
+    result = calendar.patch_session_event(move)
+
+    assert (result.outcome, result.event_id) == ("patched", session.id.hex)
+    [patch] = server.api_calls("PATCH")
+    assert patch.path.endswith(f"/events/{session.id.hex}") and patch.query["sendUpdates"] == ["none"]
+    assert patch.json() == {"start": {"dateTime": move.starts_at.isoformat()},
+                            "end": {"dateTime": move.ends_at.isoformat()}}
+    event = server.events(CALENDAR_ID)[session.id.hex]
+    assert (event["start"]["dateTime"], event["summary"]) == (move.starts_at.isoformat(),
+                                                               "Therapy session TB-7Q4K-2M9X")
+    assert list(server.events(CALENDAR_ID)) == [session.id.hex]
+
+
+def test_patching_an_event_that_is_gone_or_never_existed_is_done(calendar_env: CalendarEnv) -> None:
+    deleted, never = a_session(), a_session()
+    calendar.create_session_event(deleted)
+    calendar.delete_session_event(CALENDAR_ID, deleted.id.hex)
+
+    assert calendar.patch_session_event(a_move(deleted)).outcome == "already_gone"
+    assert calendar.patch_session_event(a_move(never)).outcome == "already_gone"
+    assert [c.status for c in calendar_env.server.api_calls("PATCH")] == [410, 404]
+    assert calendar_env.server.events(CALENDAR_ID) == {}, "a patch never re-creates an event"
+
+
+def test_a_patch_failing_on_every_try_raises_a_retryable_calendar_error(calendar_env: CalendarEnv) -> None:
+    session = a_session()
+    calendar.create_session_event(session)
+    calendar_env.server.fail(503, times=None, method="PATCH")
+
+    with pytest.raises(CalendarError) as raised:
+        calendar.patch_session_event(a_move(session))
+
+    assert raised.value.retryable and raised.value.upstream_status == 503
+    assert len(calendar_env.server.api_calls("PATCH")) == 1 + NUM_RETRIES
+    assert calendar_env.server.events(CALENDAR_ID)[session.id.hex]["start"]["dateTime"] == STARTS_AT.isoformat()
+
+
+def test_a_patch_with_its_end_before_its_start_is_refused_before_anything_is_sent(calendar_env: CalendarEnv) -> None:
+    session = a_session()
+
+    with pytest.raises(ValueError):
+        calendar.patch_session_event(a_move(session, ends_at=session.starts_at))
+
+    assert calendar_env.server.requests == []
+
+
+def test_batch_patch_reports_each_item_and_treats_gone_as_success(calendar_env: CalendarEnv) -> None:
+    live, gone = a_session(), a_session()
+    calendar.create_session_event(live)
+    calendar_env.server.fail(500, times=1, method="PATCH")  # the first part fails once, then is re-sent
+
+    results = calendar.patch_events_batch([a_move(live), a_move(gone)])
+
+    assert [(r.event_id, r.outcome, r.ok) for r in results] == [(live.id.hex, "patched", True),
+                                                                (gone.id.hex, "already_gone", True)]
+    assert calendar_env.server.events(CALENDAR_ID)[live.id.hex]["start"]["dateTime"] == \
+        (STARTS_AT + timedelta(hours=26)).isoformat()
+    assert len(calendar_env.server.batch_requests()) == 2
+
+
+def test_a_patch_with_delegation_acts_as_the_specialist_and_without_an_email_sends_nothing(
+        calendar_env: CalendarEnv) -> None:
+    calendar_env.set(GOOGLE_CALENDAR_DELEGATE="true")
+    session = a_session(calendar_id="primary", specialist_email="dr.ines@practice.example")
+    calendar.create_session_event(session)
+
+    calendar.patch_session_event(a_move(session, specialist_email="dr.ines@practice.example"))
+    with pytest.raises(CalendarError, match="no specialist email"):
+        calendar.patch_session_event(a_move(session))
+
+    assert {grant["sub"] for grant in calendar_env.server.token_grants} == {"dr.ines@practice.example"}
+    assert len(calendar_env.server.api_calls("PATCH")) == 1
