@@ -18,7 +18,9 @@ import psycopg
 import pytest
 
 from shared.links import cancellation_url
-from tests.functions_fixtures import Answer, BookableSpecialist, FunctionClient, FunctionsApi, FunctionsEnv, bearer
+from tests.functions_fixtures import (
+    Answer, BookableSpecialist, FunctionClient, FunctionsApi, FunctionsEnv, Window, bearer,
+)
 from tests.support import Person, create_person
 
 CALENDAR_ID = "rosa.lind@clinic.test"
@@ -287,3 +289,20 @@ def test_a_cancelled_or_altered_link_moves_nothing(
     assert (altered.status, title(altered)) == (404, "This cancellation link is not valid")
     assert footprint(committed_db, functions_env.server) == before
     assert committed_db.execute("select count(*) as n from private.cancel_link_failures").fetchone()["n"] == 1
+
+
+def test_with_more_free_times_than_one_read_holds_the_page_offers_fewer_days(
+        token_cancel_api: FunctionClient, functions_env: FunctionsEnv, committed_db: psycopg.Connection,
+        bookable_specialist, booked_session, client: Person) -> None:
+    """15-minute sessions around the clock: 96 a day, more than free_slots' 1,000 in 14 days."""
+    busy = bookable_specialist(full_name="Dr Always", duration_minutes=15,
+                               windows=[w for day in range(7) for w in (Window(day, "00:00", "23:59"),)])
+    starts_at = busy.slot(days_ahead=3, local_time="10:00")
+    session = booked_session(busy, client, starts_in=starts_at - datetime.now(timezone.utc), minutes=15)
+
+    answer = token_cancel_api.request("GET", query=link(session["id"]))
+
+    assert (answer.status, title(answer)) == (200, "Cancel this session?")
+    starts = [start for start, _ in offered(answer)]
+    assert 400 < len(starts) <= 1000, len(starts)  # today and tomorrow are mostly inside the notice
+    assert max(starts) < datetime.now(timezone.utc) + timedelta(days=8), "a week, not two"

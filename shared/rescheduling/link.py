@@ -26,6 +26,7 @@ from shared.inputs import a_moment
 from shared.rescheduling import moves
 
 DAYS_AHEAD = 14  # the free times offered: today and the next 13 days (the specialist's dates)
+FALLBACK_DAYS = (DAYS_AHEAD, 7, 2)  # fewer days when more than free_slots' 1,000 fit in them
 LINK_REASON = "Moved by the client through the emailed link"
 CHANNEL = "token-cancel"
 
@@ -39,16 +40,21 @@ def free_days(conn: psycopg.Connection, row: dict) -> tuple[pages.SlotDay, ...]:
     """The free times to move the session to, grouped by the client's local day."""
     first: date = datetime.now(ZoneInfo(row["specialist_timezone"])).date()
     minutes = int((row["ends_at"] - row["starts_at"]).total_seconds() // 60)
-    try:
-        with conn.transaction():  # a savepoint: a refusal leaves the caller's transaction usable
-            slots = conn.execute(FREE_SLOTS_QUERY, {
-                "specialist": row["specialist_id"], "from_date": first, "to_date": first + timedelta(days=DAYS_AHEAD - 1),
-                "minutes": minutes, "client": row["client_id"], "session": row["id"]}).fetchall()
-    except psycopg.Error as exc:
-        # The length is no longer offered, or no rate at all: there is nothing to offer.
-        if exc.sqlstate in ("22023", "PT404"):
-            return ()
-        raise
+    slots: list[dict] = []
+    for days in FALLBACK_DAYS:
+        try:
+            with conn.transaction():  # a savepoint: a refusal leaves the caller's transaction usable
+                slots = conn.execute(FREE_SLOTS_QUERY, {
+                    "specialist": row["specialist_id"], "from_date": first, "to_date": first + timedelta(days=days - 1),
+                    "minutes": minutes, "client": row["client_id"], "session": row["id"]}).fetchall()
+            break
+        except psycopg.Error as exc:
+            if exc.sqlstate == "22023" and (exc.diag.message_primary or "").startswith("More than 1,000"):
+                continue  # short sessions around the clock: fewer days fit the read's limit
+            # The length is no longer offered, or no rate at all: there is nothing to offer.
+            if exc.sqlstate in ("22023", "PT404"):
+                return ()
+            raise
     zone = ZoneInfo(row["timezone"])
     local = [(s["starts_at"].astimezone(zone), s["ends_at"].astimezone(zone), s["starts_at"])
              for s in slots if s["starts_at"] != row["starts_at"]]
