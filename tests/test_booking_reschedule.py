@@ -582,6 +582,11 @@ def test_twenty_concurrent_moves_of_different_sessions_into_one_slot_one_wins(
     assert committed_db.execute("select count(*) as n from public.audit_log where action = 'session_moved'"
                                 ).fetchone()["n"] == 1
     assert [call.path.rsplit("/", 1)[1] for call in functions_env.server.api_calls("PATCH")] == [winner.hex]
+    moved_notices = committed_db.execute(
+        "select session_id, count(*) as n from private.email_outbox where kind = 'session_moved' group by session_id"
+    ).fetchall()
+    assert moved_notices == [{"session_id": winner, "n": 2}], "one notice to each party of the winner, no other"
+    assert committed_db.execute("select count(*) as n from private.calendar_patches").fetchone()["n"] == 1
 
 
 @pytest.mark.parametrize("round_", range(3))
