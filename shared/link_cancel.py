@@ -132,6 +132,8 @@ def handle(token: str | None, address: str, confirm: bool, action: str | None = 
                                        days_ahead=link_reschedule.DAYS_AHEAD))
     if action == "reschedule":
         return Page(*link_reschedule.move(row, token or "", choice, _facts))
+    if action not in (None, "cancel"):  # only the page's two forms change anything
+        return Page(400, pages.method_not_allowed())
     try:
         with db.transaction(actor_id=row["client_id"], channel="token-cancel") as conn:
             cancellation.cancel_session(conn, session_id, cancelled_by=row["client_id"], reason=LINK_REASON)

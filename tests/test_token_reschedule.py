@@ -306,3 +306,29 @@ def test_with_more_free_times_than_one_read_holds_the_page_offers_fewer_days(
     starts = [start for start, _ in offered(answer)]
     assert 400 < len(starts) <= 1000, len(starts)  # today and tomorrow are mostly inside the notice
     assert max(starts) < datetime.now(timezone.utc) + timedelta(days=8), "a week, not two"
+
+
+@pytest.mark.parametrize("action", ["delete", "RESCHEDULE", "cancel "])
+def test_an_unknown_action_changes_nothing(action: str, token_cancel_api: FunctionClient,
+                                           functions_env: FunctionsEnv, committed_db: psycopg.Connection,
+                                           specialist: BookableSpecialist, book) -> None:
+    session = book(5, "10:00")
+    query = link(session["id"])
+    before = footprint(committed_db, functions_env.server)
+
+    answer = token_cancel_api.post_form({"token": token_of(query), "action": action,
+                                         "starts_at": specialist.slot(7, "10:00").isoformat()}, query=query)
+
+    assert (answer.status, title(answer)) == (400, "This page cannot do that")
+    assert footprint(committed_db, functions_env.server) == before
+
+
+def test_the_cancel_forms_explicit_action_cancels(token_cancel_api: FunctionClient, committed_db: psycopg.Connection,
+                                                  book) -> None:
+    session = book(5, "10:00")
+    query = link(session["id"])
+
+    answer = token_cancel_api.post_form({"token": token_of(query), "action": "cancel"}, query=query)
+
+    assert (answer.status, title(answer)) == (200, "Your session is cancelled")
+    assert committed_db.execute("select status from public.sessions").fetchone()["status"] == "cancelled"

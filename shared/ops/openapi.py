@@ -488,7 +488,7 @@ def document(server_url: str | None = None) -> dict[str, Any]:
                 "content": {"application/x-www-form-urlencoded": {
                     "schema": {"type": "object", "properties": {
                         "token": {"type": "string"},
-                        "action": {"enum": ["reschedule"], "description": "absent: cancel"},
+                        "action": {"enum": ["cancel", "reschedule"], "description": "absent: cancel"},
                         "starts_at": {"type": "string", "format": "date-time",
                                       "description": "with action=reschedule: the chosen start, with its offset"},
                     }},
@@ -496,7 +496,8 @@ def document(server_url: str | None = None) -> dict[str, Any]:
             },
             "responses": {"200": _page("The session is cancelled, or has moved"),
                           "400": _page("No time, or an unreadable one, was chosen to move to (or the session's "
-                                       "own); the free times are shown again and nothing is changed"),
+                                       "own; the free times are shown again), or the action is unknown; "
+                                       "nothing is changed"),
                           **link_pages,
                           "413": _page("The form is larger than a link's form can be (1 KiB): nothing is read "
                                        "or changed")},
