@@ -2,7 +2,9 @@
 
 Idempotence comes from the event id: it is derived from the session id, so a retried
 insert answers 409 (already there) and a repeated delete answers 410 (already gone);
-both count as success. Events say only "Therapy session <reference>" and the times:
+both count as success. A move is an `events.patch` of the start and end only (the
+same event, its id kept); repeating it is harmless, and 404/410 mean there is no
+event to move, which counts as done. Events say only "Therapy session <reference>" and the times:
 no client name, no notes, no attendees (an attendee would get an email from Google).
 
 With no GOOGLE_SERVICE_ACCOUNT_JSON the gateway is off: every call answers

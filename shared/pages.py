@@ -1,5 +1,7 @@
 """The token-cancel pages: plain server-rendered HTML that works without
-JavaScript, escapes everything it shows, and reads well on a phone.
+JavaScript, escapes everything it shows, and reads well on a phone. The
+session's page has two forms: cancel, and move to one of the free times listed
+(one folded <details> per day).
 """
 
 from __future__ import annotations
